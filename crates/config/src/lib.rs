@@ -1,0 +1,129 @@
+//! Typed `pgbalancer.yml`: schema with defaults, parsing with key-path errors,
+//! validation that reports every problem at once, and warnings.
+//!
+//! ```
+//! let cfg = pgbalancer_config::Config::from_yaml_str("port: 6432\npool_size: 10\n", "inline").unwrap();
+//! assert_eq!(cfg.port, 6432);
+//! assert_eq!(cfg.backends[0].port, 5432);
+//! ```
+
+use std::path::Path;
+
+pub use std::time::Duration;
+
+mod error;
+mod schema;
+mod secret;
+pub mod units;
+mod validate;
+
+pub use error::{ConfigError, Problem};
+pub use schema::{
+    AuthType, BackendConfig, BackendRole, Config, LogFormat, PoolMode, RestApiConfig, UserEntry,
+};
+pub use secret::{SecretRef, REDACTED};
+pub use units::ByteSize;
+pub use validate::{check_scram_verifier, MAX_DURATION, MIN_JWT_SECRET_LEN};
+
+/// Where pgbalancer looks for its configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgbalancer/pgbalancer.yml";
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_yaml_str(&text, &file)
+    }
+
+    /// Parses and validates `yaml`; `origin` (a file name) prefixes every message.
+    /// An empty document (or only comments) gives the defaults.
+    pub fn from_yaml_str(yaml: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |problem| ConfigError::Invalid {
+            file: origin.to_string(),
+            problems: vec![problem],
+        };
+        // A document with no content is the default config, not "EOF while parsing".
+        let value: serde_yaml::Value = match serde_yaml::from_str(yaml) {
+            Ok(v) => v,
+            Err(e) => return Err(invalid(error::parse_problem("", e))),
+        };
+        let config = if value.is_null() {
+            Config::default()
+        } else {
+            let de = serde_yaml::Deserializer::from_str(yaml);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                invalid(error::parse_problem(&path, e.into_inner()))
+            })?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks the whole configuration and reports every problem found.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                file: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every validation problem (empty when the configuration is valid).
+    pub fn problems(&self) -> Vec<Problem> {
+        validate::problems(self)
+    }
+
+    /// Non-fatal remarks about a valid configuration, each `key.path: message`
+    /// (plaintext passwords, trust auth on public addresses, ignored keys, ...).
+    pub fn warnings(&self) -> Vec<String> {
+        validate::warnings(self)
+    }
+
+    /// Warnings about the file itself (Unix: readable or writable by group/others).
+    pub fn file_warnings(path: &Path) -> Vec<String> {
+        validate::file_warnings(path)
+    }
+
+    /// The password for server logins: `server_password` (resolved) or the contents of
+    /// `server_password_file` (trailing newline trimmed); `None` if neither is set.
+    pub fn server_password(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.server_password, &self.server_password_file) {
+            (Some(s), _) => s.resolve().map(Some),
+            (None, Some(file)) => secret::read_secret_file(file).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `listen_addresses` split on ',' and trimmed; `*` becomes `0.0.0.0` and `::`.
+    pub fn listen_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for h in self
+            .listen_addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
+            let expanded: &[&str] = if h == "*" { &["0.0.0.0", "::"] } else { &[h] };
+            for e in expanded {
+                if !hosts.iter().any(|x| x == e) {
+                    hosts.push(e.to_string());
+                }
+            }
+        }
+        hosts
+    }
+
+    /// The `users` entry called `name`.
+    pub fn user(&self, name: &str) -> Option<&UserEntry> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}

@@ -1,0 +1,246 @@
+//! The `pgbalancer.yml` schema: types and defaults. See `docs/configuration.md`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{serialize_redacted, SecretRef};
+use crate::units::ByteSize;
+
+/// The whole configuration file. Every key is optional; an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Comma-separated hosts to listen on; `*` = all (0.0.0.0 and ::).
+    pub listen_addresses: String,
+    /// Client port; 0 picks a free port.
+    pub port: u16,
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) per backend.
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    pub max_client_conn: u32,
+    pub auth_type: AuthType,
+    pub users: Vec<UserEntry>,
+    pub backends: Vec<BackendConfig>,
+    pub server_user: Option<String>,
+    pub server_password: Option<SecretRef>,
+    pub server_password_file: Option<PathBuf>,
+    /// 0 = wait forever.
+    #[serde(with = "crate::units::duration")]
+    pub query_wait_timeout: Duration,
+    /// 0 = never.
+    #[serde(with = "crate::units::duration")]
+    pub server_idle_timeout: Duration,
+    /// 0 = never.
+    #[serde(with = "crate::units::duration")]
+    pub server_lifetime: Duration,
+    /// 0 = disabled.
+    #[serde(with = "crate::units::duration")]
+    pub client_idle_timeout: Duration,
+    /// 0 = disabled.
+    #[serde(with = "crate::units::duration")]
+    pub idle_transaction_timeout: Duration,
+    /// Time a client may take to finish startup + auth; 0 = no limit.
+    #[serde(with = "crate::units::duration")]
+    pub client_login_timeout: Duration,
+    /// TCP connect + server login.
+    #[serde(with = "crate::units::duration")]
+    pub server_connect_timeout: Duration,
+    /// After a failed server login, how long new attempts fail fast.
+    #[serde(with = "crate::units::duration")]
+    pub server_login_retry: Duration,
+    /// Session-mode reset on release; empty = no reset.
+    pub server_reset_query: String,
+    /// Graceful shutdown: how long to wait for transactions to finish.
+    #[serde(with = "crate::units::duration")]
+    pub shutdown_timeout: Duration,
+    /// Cap for one client message.
+    pub max_message_size: ByteSize,
+    /// 0 = number of cores.
+    pub workers: u32,
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_statement: bool,
+    pub log_format: LogFormat,
+    /// A tracing `EnvFilter` directive string.
+    pub log_level: String,
+    /// Seed key; `true` is rejected (TLS is not implemented yet).
+    pub ssl: bool,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+    pub ssl_ca_cert: Option<PathBuf>,
+    /// Seed key; `true` is rejected (TLS is not implemented yet).
+    pub backend_encryption: bool,
+    pub rest_api: RestApiConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    #[default]
+    Transaction,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum AuthType {
+    #[serde(rename = "trust")]
+    Trust,
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A client login. `password` is a SCRAM verifier
+/// (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`) or a plaintext password.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    #[serde(default, serialize_with = "serialize_redacted")]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("name", &self.name)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| crate::secret::REDACTED),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    pub host: String,
+    pub port: u16,
+    pub role: BackendRole,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendRole {
+    #[default]
+    Primary,
+    Replica,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestApiConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub bind_address: String,
+    pub jwt_enabled: bool,
+    pub jwt_secret: Option<SecretRef>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen_addresses: "127.0.0.1".to_string(),
+            port: 9999,
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            min_pool_size: 0,
+            max_client_conn: 5000,
+            auth_type: AuthType::ScramSha256,
+            users: Vec::new(),
+            backends: vec![BackendConfig::default()],
+            server_user: None,
+            server_password: None,
+            server_password_file: None,
+            query_wait_timeout: Duration::from_secs(120),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            client_login_timeout: Duration::from_secs(60),
+            server_connect_timeout: Duration::from_secs(15),
+            server_login_retry: Duration::from_secs(15),
+            server_reset_query: "DISCARD ALL".to_string(),
+            shutdown_timeout: Duration::from_secs(30),
+            max_message_size: ByteSize(64 * ByteSize::MIB),
+            workers: 0,
+            log_connections: false,
+            log_disconnections: false,
+            log_statement: false,
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+            ssl: false,
+            ssl_cert: None,
+            ssl_key: None,
+            ssl_ca_cert: None,
+            backend_encryption: false,
+            rest_api: RestApiConfig::default(),
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> BackendConfig {
+        BackendConfig {
+            host: "127.0.0.1".to_string(),
+            port: 5432,
+            role: BackendRole::Primary,
+            weight: 1,
+        }
+    }
+}
+
+impl Default for RestApiConfig {
+    fn default() -> RestApiConfig {
+        RestApiConfig {
+            enabled: false,
+            port: 8080,
+            bind_address: "127.0.0.1".to_string(),
+            jwt_enabled: true,
+            jwt_secret: None,
+        }
+    }
+}
+
+impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        })
+    }
+}
+
+impl fmt::Display for AuthType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            AuthType::Trust => "trust",
+            AuthType::ScramSha256 => "scram-sha-256",
+        })
+    }
+}
+
+impl fmt::Display for BackendRole {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            BackendRole::Primary => "primary",
+            BackendRole::Replica => "replica",
+            BackendRole::Auto => "auto",
+        })
+    }
+}

@@ -1,0 +1,392 @@
+//! Semantic checks (all problems at once) and warnings.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{AuthType, BackendRole, ByteSize, Config, Problem, SecretRef};
+
+/// Upper bound for every duration key (keeps `Instant + Duration` far from overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+/// Minimum length of an inline `rest_api.jwt_secret`.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+const NOT_IMPLEMENTED_TLS: &str =
+    "TLS is not implemented yet in this version; set it to false (pgbalancer never silently serves plaintext instead)";
+
+/// Every problem in `c`, in key order.
+pub(crate) fn problems(c: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut bad = |key: &str, msg: String| p.push(Problem::new(key, msg));
+
+    if c.listen_addresses.trim().is_empty() {
+        bad(
+            "listen_addresses",
+            "must not be empty (use '*' for all addresses)".into(),
+        );
+    } else if c.listen_addresses.split(',').any(|h| h.trim().is_empty()) {
+        bad(
+            "listen_addresses",
+            format!("empty host in '{}'", c.listen_addresses),
+        );
+    }
+    if c.pool_size < 1 {
+        bad("pool_size", "must be at least 1".into());
+    }
+    if c.min_pool_size > c.pool_size {
+        bad(
+            "min_pool_size",
+            format!(
+                "must not exceed pool_size ({} > {})",
+                c.min_pool_size, c.pool_size
+            ),
+        );
+    }
+    if c.max_client_conn < 1 {
+        bad("max_client_conn", "must be at least 1".into());
+    }
+
+    let mut names = HashSet::new();
+    for (i, u) in c.users.iter().enumerate() {
+        if u.name.is_empty() {
+            bad(&format!("users[{i}].name"), "must not be empty".into());
+        } else if !names.insert(u.name.as_str()) {
+            bad(
+                &format!("users[{i}].name"),
+                format!("duplicate user '{}'", u.name),
+            );
+        }
+        match &u.password {
+            None if c.auth_type != AuthType::Trust => bad(
+                &format!("users[{i}].password"),
+                format!(
+                    "required with auth_type {} (only auth_type trust allows no password)",
+                    c.auth_type
+                ),
+            ),
+            Some(pw) if pw.is_empty() => {
+                bad(&format!("users[{i}].password"), "must not be empty".into())
+            }
+            Some(pw) if pw.starts_with("SCRAM-SHA-256$") => {
+                if let Err(why) = check_scram_verifier(pw) {
+                    bad(
+                        &format!("users[{i}].password"),
+                        format!("malformed SCRAM verifier: {why}"),
+                    );
+                }
+            }
+            Some(pw) if is_md5_hash(pw) => bad(
+                &format!("users[{i}].password"),
+                "MD5 password hashes are not supported; use a SCRAM-SHA-256 verifier".into(),
+            ),
+            _ => {}
+        }
+    }
+
+    if c.backends.is_empty() {
+        bad("backends", "at least one backend is required".into());
+    }
+    let mut primaries = 0;
+    let mut seen = HashSet::new();
+    for (i, b) in c.backends.iter().enumerate() {
+        if b.host.trim().is_empty() {
+            bad(&format!("backends[{i}].host"), "must not be empty".into());
+        } else if !seen.insert((b.host.as_str(), b.port)) {
+            bad(
+                &format!("backends[{i}]"),
+                format!("duplicate backend {}:{}", b.host, b.port),
+            );
+        }
+        if b.port == 0 {
+            bad(&format!("backends[{i}].port"), "must not be 0".into());
+        }
+        if b.role == BackendRole::Primary {
+            primaries += 1;
+            if primaries == 2 {
+                bad(
+                    &format!("backends[{i}].role"),
+                    "more than one backend has role primary".into(),
+                );
+            }
+        }
+    }
+
+    if c.server_user.as_deref() == Some("") {
+        bad(
+            "server_user",
+            "must not be empty (omit it to use the client's user name)".into(),
+        );
+    }
+    if let Some(s) = &c.server_password {
+        check_secret(&mut bad, "server_password", s);
+    }
+    match &c.server_password_file {
+        Some(_) if c.server_password.is_some() => bad(
+            "server_password_file",
+            "conflicts with server_password; set only one of them".into(),
+        ),
+        Some(f) if f.as_os_str().is_empty() => {
+            bad("server_password_file", "must not be empty".into())
+        }
+        _ => {}
+    }
+
+    let durations = [
+        ("query_wait_timeout", c.query_wait_timeout),
+        ("server_idle_timeout", c.server_idle_timeout),
+        ("server_lifetime", c.server_lifetime),
+        ("client_idle_timeout", c.client_idle_timeout),
+        ("idle_transaction_timeout", c.idle_transaction_timeout),
+        ("client_login_timeout", c.client_login_timeout),
+        ("server_connect_timeout", c.server_connect_timeout),
+        ("server_login_retry", c.server_login_retry),
+        ("shutdown_timeout", c.shutdown_timeout),
+    ];
+    for (key, d) in durations {
+        if d > MAX_DURATION {
+            bad(key, "must be at most 365d".into());
+        }
+    }
+    if c.server_connect_timeout.is_zero() {
+        bad("server_connect_timeout", "must be greater than 0".into());
+    }
+
+    let size = c.max_message_size.bytes();
+    if !(ByteSize::KIB..=ByteSize::GIB).contains(&size) {
+        bad(
+            "max_message_size",
+            format!("must be between 1KiB and 1GiB (got {})", c.max_message_size),
+        );
+    }
+    if c.log_level.trim().is_empty() {
+        bad(
+            "log_level",
+            "must not be empty (e.g. 'info' or 'info,pgbalancer=debug')".into(),
+        );
+    }
+
+    if c.ssl {
+        bad("ssl", NOT_IMPLEMENTED_TLS.into());
+    }
+    if c.backend_encryption {
+        bad("backend_encryption", NOT_IMPLEMENTED_TLS.into());
+    }
+
+    let r = &c.rest_api;
+    if r.bind_address.trim().is_empty() {
+        bad("rest_api.bind_address", "must not be empty".into());
+    }
+    if r.enabled && r.port != 0 && r.port == c.port {
+        bad(
+            "rest_api.port",
+            format!("same as port ({}); use a different port", c.port),
+        );
+    }
+    match &r.jwt_secret {
+        None if r.enabled && r.jwt_enabled => bad(
+            "rest_api.jwt_secret",
+            "required when rest_api.enabled and rest_api.jwt_enabled are true".into(),
+        ),
+        Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => bad(
+            "rest_api.jwt_secret",
+            format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"),
+        ),
+        Some(s) => check_secret(&mut bad, "rest_api.jwt_secret", s),
+        None => {}
+    }
+    p
+}
+
+fn check_secret(bad: &mut impl FnMut(&str, String), key: &str, s: &SecretRef) {
+    match s {
+        SecretRef::Plain(v) if v.is_empty() => bad(key, "must not be empty".into()),
+        SecretRef::File { file } if file.as_os_str().is_empty() => {
+            bad(&format!("{key}.file"), "must not be empty".into())
+        }
+        SecretRef::Env { env } if env.is_empty() || env.contains('=') || env.contains('\0') => bad(
+            &format!("{key}.env"),
+            format!("invalid environment variable name '{env}'"),
+        ),
+        _ => {}
+    }
+}
+
+/// Checks `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields,
+/// 32-byte keys), the format PostgreSQL stores in `pg_authid.rolpassword`.
+pub fn check_scram_verifier(v: &str) -> Result<(), String> {
+    const FORM: &str =
+        "expected SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>";
+    let rest = v.strip_prefix("SCRAM-SHA-256$").ok_or(FORM)?;
+    let (params, keys) = rest.split_once('$').ok_or(FORM)?;
+    let (iter, salt) = params.split_once(':').ok_or(FORM)?;
+    let (stored, server) = keys.split_once(':').ok_or(FORM)?;
+    match iter.parse::<u32>() {
+        Ok(n) if n >= 1 => {}
+        _ => {
+            return Err(format!(
+                "iteration count '{iter}' is not a positive integer"
+            ))
+        }
+    }
+    match base64_len(salt) {
+        Some(n) if n > 0 => {}
+        _ => return Err("salt is not valid base64".into()),
+    }
+    for (what, k) in [("StoredKey", stored), ("ServerKey", server)] {
+        if base64_len(k) != Some(32) {
+            return Err(format!("{what} is not 32 bytes of base64"));
+        }
+    }
+    Ok(())
+}
+
+/// Decoded length of padded standard base64, or `None` if `s` is not such base64.
+fn base64_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.len() % 4 != 0 {
+        return None;
+    }
+    let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    let body = &b[..b.len() - pad];
+    if !body
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+    {
+        return None;
+    }
+    Some(b.len() / 4 * 3 - pad)
+}
+
+fn is_md5_hash(pw: &str) -> bool {
+    pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h == "::1" || h.starts_with("127.")
+}
+
+/// Non-fatal remarks about a valid configuration, each `key.path: message`.
+pub(crate) fn warnings(c: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    for (i, u) in c.users.iter().enumerate() {
+        match &u.password {
+            Some(_) if c.auth_type == AuthType::Trust => w.push(format!(
+                "users[{i}].password: ignored with auth_type trust (any client may log in as '{}')",
+                u.name
+            )),
+            Some(pw) if !pw.starts_with("SCRAM-SHA-256$") => w.push(format!(
+                "users[{i}].password: plaintext password in config; store a SCRAM verifier instead"
+            )),
+            _ => {}
+        }
+    }
+    if c.server_password.as_ref().is_some_and(SecretRef::is_plain) {
+        w.push(
+            "server_password: plaintext password in config; use server_password_file or {file: ...}/{env: ...}"
+                .into(),
+        );
+    }
+    if c.rest_api
+        .jwt_secret
+        .as_ref()
+        .is_some_and(SecretRef::is_plain)
+    {
+        w.push(
+            "rest_api.jwt_secret: secret stored in config; use {file: ...} or {env: ...}".into(),
+        );
+    }
+    if c.auth_type == AuthType::Trust && c.listen_hosts().iter().any(|h| !is_loopback(h)) {
+        w.push(format!(
+            "auth_type: trust on non-loopback listen_addresses '{}': anyone who can connect may log in",
+            c.listen_addresses
+        ));
+    }
+    if c.rest_api.enabled && !c.rest_api.jwt_enabled {
+        w.push(
+            "rest_api.jwt_enabled: false: the REST API accepts requests without authentication"
+                .into(),
+        );
+    }
+    if c.rest_api.enabled && !is_loopback(&c.rest_api.bind_address) {
+        w.push(format!(
+            "rest_api.bind_address: '{}' exposes the admin API beyond this host",
+            c.rest_api.bind_address
+        ));
+    }
+    for (key, v) in [
+        ("ssl_cert", &c.ssl_cert),
+        ("ssl_key", &c.ssl_key),
+        ("ssl_ca_cert", &c.ssl_ca_cert),
+    ] {
+        if v.is_some() && !c.ssl {
+            w.push(format!("{key}: ignored because ssl is false"));
+        }
+    }
+    w
+}
+
+/// Warnings about the file itself: on Unix, permissions that let group or others access it.
+pub(crate) fn file_warnings(path: &Path) -> Vec<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return vec![format!(
+                    "{}: file mode {mode:04o} lets group/others access it and it may hold secrets; run chmod 600",
+                    path.display()
+                )];
+            }
+        }
+        Vec::new()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_verifier_shapes() {
+        let k = "A".repeat(43) + "=";
+        let ok = format!("SCRAM-SHA-256$4096:c2FsdHNhbHQ=${k}:{k}");
+        assert_eq!(check_scram_verifier(&ok), Ok(()));
+        for bad in [
+            "SCRAM-SHA-256$",
+            "SCRAM-SHA-256$4096:c2FsdA==",
+            &format!("SCRAM-SHA-256$0:c2FsdA==${k}:{k}"),
+            &format!("SCRAM-SHA-256$x:c2FsdA==${k}:{k}"),
+            &format!("SCRAM-SHA-256$4096:!!!!${k}:{k}"),
+            &format!("SCRAM-SHA-256$4096:c2FsdA==$AAAA:{k}"),
+        ] {
+            assert!(check_scram_verifier(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64_lengths() {
+        assert_eq!(base64_len("AAAA"), Some(3));
+        assert_eq!(base64_len("AAA="), Some(2));
+        assert_eq!(base64_len("AA=="), Some(1));
+        assert_eq!(base64_len("A==="), None);
+        assert_eq!(base64_len("AAA"), None);
+        assert_eq!(base64_len("A=AA"), None);
+    }
+
+    #[test]
+    fn md5_and_loopback() {
+        assert!(is_md5_hash(&format!("md5{}", "0a".repeat(16))));
+        assert!(!is_md5_hash("md5secret"));
+        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("[::1]"));
+        assert!(!is_loopback("0.0.0.0") && !is_loopback("::"));
+    }
+}

@@ -1,0 +1,596 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgbalancer_config::*;
+
+const SCRAM: &str = "SCRAM-SHA-256$4096:gjx+HmWU8PXRnlOe2kvBKw==$YZ8RqLDsMRKIR/AiDdF+MjUp+Gu8om3vyWbLrSMvqXw=:+Bu+Xzn5KtUivY/DtSG1sFJq5GE2oFOBRekaYkaYGNc=";
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml_str(yaml, "test.yml")
+}
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    match parse(yaml) {
+        Err(ConfigError::Invalid { file, problems }) => {
+            assert_eq!(file, "test.yml");
+            problems
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+fn one_problem(yaml: &str) -> Problem {
+    let p = problems(yaml);
+    assert_eq!(p.len(), 1, "{p:?}");
+    p.into_iter().next().unwrap()
+}
+
+/// Top-level keys of the schema, from serializing the defaults.
+fn schema_keys() -> Vec<String> {
+    let v = serde_yaml::to_value(Config::default()).unwrap();
+    let mut keys = Vec::new();
+    for (k, v) in v.as_mapping().unwrap() {
+        let k = k.as_str().unwrap().to_string();
+        if let Some(m) = v.as_mapping() {
+            for (sub, _) in m {
+                keys.push(format!("{k}.{}", sub.as_str().unwrap()));
+            }
+        }
+        keys.push(k);
+    }
+    keys
+}
+
+#[test]
+fn example_file_loads() {
+    let path = repo_file("pgbalancer.yml.example");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.auth_type, AuthType::ScramSha256);
+    let app = c.user("app").expect("user app");
+    assert_eq!(app.password.as_deref(), Some(SCRAM));
+    assert_eq!(check_scram_verifier(SCRAM), Ok(()));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // Apart from the example user and JWT secret reference, the example shows the defaults.
+    let d = Config {
+        users: c.users.clone(),
+        rest_api: RestApiConfig {
+            jwt_secret: Some(SecretRef::Env {
+                env: "PGBALANCER_JWT_SECRET".into(),
+            }),
+            ..RestApiConfig::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(c, d);
+}
+
+#[test]
+fn example_and_docs_cover_every_key() {
+    let example = std::fs::read_to_string(repo_file("pgbalancer.yml.example")).unwrap();
+    let docs = std::fs::read_to_string(repo_file("docs/configuration.md")).unwrap();
+    for key in schema_keys() {
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(example.contains(&format!("{leaf}:")), "example lacks {key}");
+        assert!(docs.contains(&format!("`{key}`")), "docs lack {key}");
+    }
+    for key in ["host", "port", "role", "weight", "name", "password"] {
+        assert!(docs.contains(&format!("`{key}`")), "docs lack {key}");
+    }
+}
+
+#[test]
+fn empty_documents_give_defaults() {
+    for y in ["", "\n", "# only a comment\n", "---\n", "~\n"] {
+        assert_eq!(parse(y).unwrap(), Config::default(), "{y:?}");
+    }
+}
+
+#[test]
+fn each_default() {
+    let c = Config::default();
+    assert_eq!(c.listen_addresses, "127.0.0.1");
+    assert_eq!(c.port, 9999);
+    assert_eq!(c.pool_mode, PoolMode::Transaction);
+    assert_eq!(c.pool_size, 20);
+    assert_eq!(c.min_pool_size, 0);
+    assert_eq!(c.max_client_conn, 5000);
+    assert_eq!(c.auth_type, AuthType::ScramSha256);
+    assert!(c.users.is_empty());
+    assert_eq!(
+        c.backends,
+        vec![BackendConfig {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            role: BackendRole::Primary,
+            weight: 1
+        }]
+    );
+    assert_eq!(c.server_user, None);
+    assert_eq!(c.server_password, None);
+    assert_eq!(c.server_password_file, None);
+    assert_eq!(c.query_wait_timeout, Duration::from_secs(120));
+    assert_eq!(c.server_idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.server_lifetime, Duration::from_secs(3600));
+    assert_eq!(c.client_idle_timeout, Duration::ZERO);
+    assert_eq!(c.idle_transaction_timeout, Duration::ZERO);
+    assert_eq!(c.client_login_timeout, Duration::from_secs(60));
+    assert_eq!(c.server_connect_timeout, Duration::from_secs(15));
+    assert_eq!(c.server_login_retry, Duration::from_secs(15));
+    assert_eq!(c.server_reset_query, "DISCARD ALL");
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_message_size, ByteSize(64 << 20));
+    assert_eq!(c.workers, 0);
+    assert!(!c.log_connections && !c.log_disconnections && !c.log_statement);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.log_level, "info");
+    assert!(!c.ssl && !c.backend_encryption);
+    assert_eq!((c.ssl_cert, c.ssl_key, c.ssl_ca_cert), (None, None, None));
+    assert_eq!(
+        c.rest_api,
+        RestApiConfig {
+            enabled: false,
+            port: 8080,
+            bind_address: "127.0.0.1".into(),
+            jwt_enabled: true,
+            jwt_secret: None
+        }
+    );
+    assert!(Config::default().validate("x").is_ok());
+}
+
+#[test]
+fn backend_field_defaults_apply_per_entry() {
+    let c = parse("backends:\n  - host: db1\n  - host: db2\n    role: replica\n    weight: 3\n  - {port: 5433, role: auto}\n").unwrap();
+    assert_eq!(
+        c.backends[0],
+        BackendConfig {
+            host: "db1".into(),
+            ..BackendConfig::default()
+        }
+    );
+    assert_eq!(
+        c.backends[1],
+        BackendConfig {
+            host: "db2".into(),
+            port: 5432,
+            role: BackendRole::Replica,
+            weight: 3
+        }
+    );
+    assert_eq!(c.backends[2].host, "127.0.0.1");
+    assert_eq!(c.backends[2].port, 5433);
+    assert_eq!(c.backends[2].role, BackendRole::Auto);
+}
+
+#[test]
+fn seed_keys_accepted_as_written() {
+    let y = "listen_addresses: '*'\nport: 9999\nlog_connections: true\nlog_disconnections: true\n\
+             log_statement: true\nssl: false\nssl_cert: /etc/c.crt\nssl_key: /etc/c.key\n\
+             ssl_ca_cert: /etc/ca.crt\nbackend_encryption: false\nrest_api:\n  enabled: true\n  \
+             port: 8080\n  bind_address: 127.0.0.1\n  jwt_enabled: true\n  \
+             jwt_secret: 0123456789abcdef0123456789abcdef\n";
+    let c = parse(y).unwrap();
+    assert!(c.log_connections && c.log_disconnections && c.log_statement);
+    assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/etc/c.crt")));
+    assert!(c.rest_api.enabled);
+    assert_eq!(
+        c.rest_api
+            .jwt_secret
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_eq!(c.listen_hosts(), vec!["0.0.0.0", "::"]);
+}
+
+#[test]
+fn enums_parse() {
+    let c = parse("pool_mode: session\nauth_type: trust\nlog_format: json\n").unwrap();
+    assert_eq!(
+        (c.pool_mode, c.auth_type, c.log_format),
+        (PoolMode::Session, AuthType::Trust, LogFormat::Json)
+    );
+}
+
+#[test]
+fn duration_unit_forms_in_yaml() {
+    let cases: [(&str, Duration); 9] = [
+        ("0", Duration::ZERO),
+        ("45", Duration::from_secs(45)),
+        ("'45'", Duration::from_secs(45)),
+        ("500ms", Duration::from_millis(500)),
+        ("30s", Duration::from_secs(30)),
+        ("5m", Duration::from_secs(300)),
+        ("1h", Duration::from_secs(3600)),
+        ("1d", Duration::from_secs(86400)),
+        ("\"2 min\"", Duration::from_secs(120)),
+    ];
+    for (v, want) in cases {
+        let c = parse(&format!("query_wait_timeout: {v}\n")).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.query_wait_timeout, want, "{v}");
+    }
+    let p = one_problem("server_lifetime: 1.5h\n");
+    assert_eq!(p.key, "server_lifetime");
+    assert!(
+        p.message.contains("\"500ms\"") && p.message.contains("integer number of seconds"),
+        "{}",
+        p.message
+    );
+    let p = one_problem("shutdown_timeout: -3\n");
+    assert_eq!(p.key, "shutdown_timeout");
+    assert!(p.message.contains("negative"), "{}", p.message);
+}
+
+#[test]
+fn size_unit_forms_in_yaml() {
+    let cases: [(&str, u64); 9] = [
+        ("4096", 4096),
+        ("'4096'", 4096),
+        ("4096B", 4096),
+        ("64kB", 64 << 10),
+        ("64KB", 64 << 10),
+        ("64KiB", 64 << 10),
+        ("16MB", 16 << 20),
+        ("16MiB", 16 << 20),
+        ("1GiB", 1 << 30),
+    ];
+    for (v, want) in cases {
+        let c = parse(&format!("max_message_size: {v}\n")).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.max_message_size.bytes(), want, "{v}");
+    }
+    assert_eq!(
+        parse("max_message_size: 1GB\n").unwrap().max_message_size,
+        ByteSize(1 << 30)
+    );
+    let p = one_problem("max_message_size: 12 parsecs\n");
+    assert_eq!(p.key, "max_message_size");
+    assert!(p.message.contains("\"64kB\""), "{}", p.message);
+}
+
+#[test]
+fn unknown_keys_name_their_path() {
+    let p = one_problem("pool_sise: 3\n");
+    assert_eq!(p.key, "pool_sise");
+    assert!(
+        p.message
+            .starts_with("unknown key 'pool_sise' (did you mean 'pool_size'?)"),
+        "{}",
+        p.message
+    );
+
+    let p = one_problem("backends:\n  - host: a\n    hots: b\n");
+    assert_eq!(p.key, "backends[0].hots");
+    assert!(p.message.contains("did you mean 'host'"), "{}", p.message);
+
+    let p = one_problem("rest_api:\n  enable: true\n");
+    assert_eq!(p.key, "rest_api.enable");
+
+    let p = one_problem("users:\n  - name: a\n    password: b\n    role: x\n");
+    assert_eq!(p.key, "users[0].role");
+
+    let p = one_problem("server_password: {path: /x}\n");
+    assert_eq!(p.key, "server_password.path");
+    assert!(p.message.contains("file, env"), "{}", p.message);
+
+    let err = parse("listen: '*'\n").unwrap_err().to_string();
+    assert!(
+        err.starts_with("test.yml: listen: unknown key 'listen'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_errors_name_file_path_and_problem() {
+    let err = Config::from_yaml_str(
+        "backends:\n  - host: a\n    role: master\n",
+        "/etc/pgbalancer/pgbalancer.yml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("/etc/pgbalancer/pgbalancer.yml: backends[0].role: unknown variant 'master', expected one of primary, replica, auto"),
+        "{err}"
+    );
+    assert!(err.contains("line 3"), "{err}");
+
+    let p = one_problem("port: 70000\n");
+    assert_eq!(p.key, "port");
+    assert!(p.message.contains("70000"), "{}", p.message);
+
+    let p = one_problem("users:\n  - password: x\n");
+    assert_eq!(p.key, "users[0]");
+    assert!(p.message.starts_with("missing key 'name'"), "{}", p.message);
+
+    let p = one_problem("server_password: 1234\n");
+    assert_eq!(p.key, "server_password");
+    assert!(p.message.contains("{file:"), "{}", p.message);
+
+    let p = one_problem("port: [\n");
+    assert!(p.message.contains("line"), "{}", p.message);
+
+    let p = one_problem("- a\n- b\n");
+    assert_eq!(p.key, "");
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key() {
+    let y = "pool_size: 0\nmin_pool_size: 5\nmax_client_conn: 0\nlisten_addresses: 'a,,b'\n\
+             users:\n  - name: app\n  - name: app\n    password: secret\n  - name: ''\n    password: x\n  \
+             - name: bad\n    password: 'SCRAM-SHA-256$4096:zz'\n\
+             backends:\n  - host: a\n  - {host: '', role: replica}\n  - host: a\n    role: primary\n  - {host: c, port: 0, role: replica}\n\
+             server_password: x\nserver_password_file: /x\nserver_connect_timeout: 0\nserver_lifetime: 400d\n\
+             max_message_size: 100\nlog_level: ' '\nssl: true\nbackend_encryption: true\n\
+             rest_api: {enabled: true, port: 9999, bind_address: '', jwt_secret: short}\n";
+    let got: Vec<(String, String)> = problems(y)
+        .into_iter()
+        .map(|p| (p.key, p.message))
+        .collect();
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "listen_addresses",
+            "pool_size",
+            "min_pool_size",
+            "max_client_conn",
+            "users[0].password",
+            "users[1].name",
+            "users[2].name",
+            "users[3].password",
+            "backends[1].host",
+            "backends[2]",
+            "backends[2].role",
+            "backends[3].port",
+            "server_password_file",
+            "server_lifetime",
+            "server_connect_timeout",
+            "max_message_size",
+            "log_level",
+            "ssl",
+            "backend_encryption",
+            "rest_api.bind_address",
+            "rest_api.port",
+            "rest_api.jwt_secret",
+        ],
+        "{got:#?}"
+    );
+    let msg = |k: &str| &got.iter().find(|(key, _)| key == k).unwrap().1;
+    assert!(msg("ssl").starts_with("TLS is not implemented yet in this version"));
+    assert!(msg("users[0].password").contains("required with auth_type scram-sha-256"));
+    assert!(msg("users[3].password").starts_with("malformed SCRAM verifier"));
+    assert!(msg("backends[2].role").contains("more than one"));
+    assert!(msg("server_password_file").contains("conflicts with server_password"));
+    assert!(msg("rest_api.jwt_secret").contains("32 bytes"));
+
+    let err = parse(y).unwrap_err().to_string();
+    assert_eq!(err.lines().count(), got.len());
+    assert!(err.lines().all(|l| l.starts_with("test.yml: ")), "{err}");
+    assert!(
+        err.contains("\ntest.yml: pool_size: must be at least 1\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_edge_cases() {
+    assert_eq!(one_problem("backends: []\n").key, "backends");
+    // port 0 = pick a free port; empty reset query = no reset; trust needs no passwords.
+    let c =
+        parse("port: 0\nserver_reset_query: ''\nauth_type: trust\nusers: [{name: a}]\n").unwrap();
+    assert_eq!(c.port, 0);
+    assert_eq!(c.server_reset_query, "");
+    assert_eq!(c.user("a").unwrap().password, None);
+    assert!(c.user("b").is_none());
+    // Replicas only (no configured primary) is fine: roles are discovered.
+    parse("backends: [{host: a, role: replica}, {host: b, role: auto}]\n").unwrap();
+    assert_eq!(
+        one_problem("users: [{name: a, password: md50123456789abcdef0123456789abcdef}]\n").key,
+        "users[0].password"
+    );
+    assert_eq!(
+        one_problem("rest_api: {enabled: true}\n").key,
+        "rest_api.jwt_secret"
+    );
+    parse("rest_api: {enabled: true, jwt_enabled: false}\n").unwrap();
+    parse("rest_api: {enabled: true, jwt_secret: {env: X}}\n").unwrap();
+    assert_eq!(
+        one_problem("server_password: {env: ''}\n").key,
+        "server_password.env"
+    );
+    assert_eq!(
+        one_problem("server_password: {file: /a, env: B}\n").key,
+        "server_password"
+    );
+    assert_eq!(
+        one_problem("max_message_size: 2GiB\n").key,
+        "max_message_size"
+    );
+    parse("max_message_size: 1kB\n").unwrap();
+}
+
+#[test]
+fn warnings_name_keys() {
+    let c = parse("users:\n  - {name: a, password: hunter2}\n  - {name: b, password: 'SCRAM-SHA-256$4096:gjx+HmWU8PXRnlOe2kvBKw==$YZ8RqLDsMRKIR/AiDdF+MjUp+Gu8om3vyWbLrSMvqXw=:+Bu+Xzn5KtUivY/DtSG1sFJq5GE2oFOBRekaYkaYGNc='}\nserver_password: pw\n").unwrap();
+    let w = c.warnings();
+    assert_eq!(
+        w[0],
+        "users[0].password: plaintext password in config; store a SCRAM verifier instead"
+    );
+    assert!(w[1].starts_with("server_password: plaintext"), "{w:?}");
+    assert_eq!(w.len(), 2, "{w:?}");
+
+    let w = parse("auth_type: trust\nlisten_addresses: '*'\nssl_cert: /c\n")
+        .unwrap()
+        .warnings();
+    assert!(w.iter().any(|m| m.starts_with("auth_type: trust")), "{w:?}");
+    assert!(
+        w.iter().any(|m| m.starts_with("ssl_cert: ignored")),
+        "{w:?}"
+    );
+    assert!(Config::default().warnings().is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn file_permission_warnings() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgbalancer.yml");
+    std::fs::write(&path, "port: 1\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Config::file_warnings(&path).is_empty());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let w = Config::file_warnings(&path);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("0644") && w[0].contains(&path.display().to_string()),
+        "{w:?}"
+    );
+    assert_eq!(Config::load(&path).unwrap().port, 1);
+}
+
+#[test]
+fn load_errors_name_the_file() {
+    let err = Config::load(Path::new("/nonexistent/pgbalancer.yml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/pgbalancer.yml: cannot read: "),
+        "{err}"
+    );
+
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"pool_size: 0\n").unwrap();
+    let err = Config::load(f.path()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("{}: pool_size: must be at least 1", f.path().display())
+    );
+}
+
+#[test]
+fn secrets_resolve_from_plain_file_and_env() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"s3cret pass\r\n").unwrap();
+    let file = SecretRef::File {
+        file: f.path().to_path_buf(),
+    };
+    assert_eq!(file.resolve().unwrap(), "s3cret pass");
+    assert_eq!(SecretRef::Plain("p".into()).resolve().unwrap(), "p");
+
+    std::env::set_var("PGBALANCER_CONFIG_TEST_SECRET", "from-env");
+    let env = SecretRef::Env {
+        env: "PGBALANCER_CONFIG_TEST_SECRET".into(),
+    };
+    assert_eq!(env.resolve().unwrap(), "from-env");
+
+    let missing = SecretRef::Env {
+        env: "PGBALANCER_CONFIG_TEST_UNSET".into(),
+    };
+    let e = missing.resolve().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "environment variable PGBALANCER_CONFIG_TEST_UNSET: cannot read: is not set"
+    );
+
+    let e = SecretRef::File {
+        file: "/nonexistent/secret".into(),
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("/nonexistent/secret: cannot read: "), "{e}");
+
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let e = SecretRef::File {
+        file: empty.path().into(),
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(e.ends_with("secret file is empty"), "{e}");
+
+    // YAML forms.
+    let y = format!(
+        "server_password: {{file: {}}}\nrest_api:\n  jwt_secret: {{env: PGBALANCER_CONFIG_TEST_SECRET}}\n",
+        f.path().display()
+    );
+    let c = parse(&y).unwrap();
+    assert_eq!(c.server_password().unwrap().as_deref(), Some("s3cret pass"));
+    assert_eq!(
+        c.rest_api.jwt_secret.unwrap().resolve().unwrap(),
+        "from-env"
+    );
+}
+
+#[test]
+fn server_password_sources() {
+    assert_eq!(Config::default().server_password().unwrap(), None);
+    let c = parse("server_password: inline\n").unwrap();
+    assert_eq!(c.server_password().unwrap().as_deref(), Some("inline"));
+
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"from-file\n").unwrap();
+    let c = parse(&format!("server_password_file: {}\n", f.path().display())).unwrap();
+    assert_eq!(c.server_password().unwrap().as_deref(), Some("from-file"));
+
+    let c = parse("server_password_file: /nonexistent/pw\n").unwrap();
+    assert!(c
+        .server_password()
+        .unwrap_err()
+        .to_string()
+        .starts_with("/nonexistent/pw: cannot read"));
+}
+
+#[test]
+fn secrets_never_shown() {
+    let c = parse(&format!(
+        "server_password: hunter2-server\nusers: [{{name: app, password: hunter2-user}}, {{name: v, password: '{SCRAM}'}}]\n\
+         rest_api: {{jwt_secret: hunter2-jwt-0123456789abcdef0123456789}}\n"
+    ))
+    .unwrap();
+    let debug = format!("{c:?} {:?}", c.users);
+    let dump = serde_yaml::to_string(&c).unwrap();
+    for shown in [&debug, &dump] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("YZ8RqLDs"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+    let refs = parse("server_password: {env: PW_VAR}\n").unwrap();
+    assert!(serde_yaml::to_string(&refs)
+        .unwrap()
+        .contains("env: PW_VAR"));
+}
+
+#[test]
+fn serialized_config_reads_back() {
+    let c = parse("pool_mode: session\nquery_wait_timeout: 1500ms\nmax_message_size: 3kB\nbackends: [{host: x, role: replica}]\n").unwrap();
+    let dump = serde_yaml::to_string(&c).unwrap();
+    assert!(
+        dump.contains("query_wait_timeout: 1500ms") && dump.contains("max_message_size: 3KiB"),
+        "{dump}"
+    );
+    assert_eq!(parse(&dump).unwrap(), c);
+    let d = Config::default();
+    assert_eq!(parse(&serde_yaml::to_string(&d).unwrap()).unwrap(), d);
+}
+
+#[test]
+fn listen_hosts_split() {
+    let mut c = Config::default();
+    assert_eq!(c.listen_hosts(), vec!["127.0.0.1"]);
+    c.listen_addresses = " 10.0.0.1 , ::1,localhost ".into();
+    assert_eq!(c.listen_hosts(), vec!["10.0.0.1", "::1", "localhost"]);
+    c.listen_addresses = "*".into();
+    assert_eq!(c.listen_hosts(), vec!["0.0.0.0", "::"]);
+}
