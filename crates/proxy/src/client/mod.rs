@@ -1,0 +1,178 @@
+//! One client connection from accept to close.
+
+pub mod conn;
+pub mod login;
+pub mod params;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgbalancer_config::{BackendRole, PoolMode};
+use tokio::net::TcpStream;
+
+use crate::error::{ClientError, Error};
+use crate::pool::{PoolKey, ServerGuard};
+use crate::protocol::{sqlstate, write, TxStatus};
+use crate::server::{ServerLogin, ServerSecret};
+use crate::stats::ClientSlot;
+use crate::Shared;
+use conn::ClientConn;
+use login::{Opening, ScramPass};
+use params::ClientParams;
+use session::{link_error_message, link_server, Link, Session};
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = ClientConn::new(stream, peer);
+    let max = shared.config.load().max_client_conn as usize;
+    let Some(_slot) = ClientSlot::enter(&shared.stats, max) else {
+        shared.stats.clients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conn.fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already").await;
+        return;
+    };
+    let started = Instant::now();
+    let (log_conn, log_disc) = {
+        let c = shared.config.load();
+        (c.log_connections, c.log_disconnections)
+    };
+    if log_conn {
+        tracing::info!(host = %peer.ip(), port = peer.port(), "connection received");
+    }
+    let login_timeout = shared.config.load().client_login_timeout;
+    let login = async { login(&mut conn, &shared).await };
+    let outcome = if login_timeout.is_zero() {
+        login.await
+    } else {
+        match tokio::time::timeout(login_timeout, login).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::LoginTimeout.into()),
+        }
+    };
+    let done = match outcome {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "login ended");
+            if matches!(e, Error::Client(ClientError::LoginTimeout)) {
+                conn.fatal(sqlstate::CONNECTION_FAILURE, "client_login_timeout").await;
+            }
+            return;
+        }
+    };
+    let (user, database) = (done.user.clone(), done.database.clone());
+    if log_conn {
+        tracing::info!(%user, %database, host = %peer.ip(), "connection authorized");
+    }
+    let session = Session::new(shared.clone(), conn, done.user, done.database, done.params, done.pool, done.link, done.cancel);
+    let result = session.run().await;
+    if let Err(e) = &result {
+        tracing::debug!(%peer, %user, error = %e, "session ended with error");
+    }
+    if log_disc {
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(%user, %database, host = %peer.ip(), "disconnection: session time: {secs:.3}s");
+    }
+}
+
+/// A logged-in client, ready for its session.
+struct LoggedIn {
+    user: String,
+    database: String,
+    params: ClientParams,
+    pool: Arc<crate::pool::Pool>,
+    link: Link,
+    cancel: crate::cancel::Registration,
+}
+
+/// Startup, authentication and the first server link. Returns None for a
+/// CancelRequest.
+async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<LoggedIn>, Error> {
+    let msg = match login::negotiate(conn, shared).await? {
+        Opening::Cancel => return Ok(None),
+        Opening::Startup(m) => m,
+    };
+    let id = login::check_startup(conn, &msg).await?;
+    let scram = login::authenticate(conn, shared, &id.user).await?;
+    write::authentication_ok(&mut conn.write_buf);
+
+    let mut params = ClientParams::from_startup(&msg);
+    let config = shared.config.load();
+    let (backend_index, backend) = config
+        .backends
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.role == BackendRole::Primary)
+        .or_else(|| config.backends.iter().enumerate().next())
+        .expect("validated config has a backend");
+    let server_login = server_login(shared, &id.user, &id.database, scram.as_ref());
+    let key = PoolKey { database: id.database.clone(), user: id.user.clone(), backend: backend_index };
+    let pool = shared.pools.get_or_create(key, &backend.host, backend.port, server_login.clone());
+    pool.set_login(server_login);
+    let mode = config.pool_mode;
+    let wait = config.query_wait_timeout;
+    drop(config);
+
+    // A first link proves the server accepts this user and database and
+    // yields the parameters to report.
+    let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
+        Ok(g) => g,
+        Err(e) => {
+            let (code, msg) = link_error_message(&e);
+            conn.fatal(code, &msg).await;
+            return Err(ClientError::Protocol("no server for login").into());
+        }
+    };
+    let server = guard.conn();
+    for (k, v) in &server.params {
+        write::parameter_status(&mut conn.write_buf, k, v);
+    }
+    let cancel = shared.cancels.register();
+    write::backend_key_data(&mut conn.write_buf, cancel.pid, cancel.key);
+    write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
+    let link = match mode {
+        PoolMode::Session => {
+            let c = guard.conn();
+            cancel.slot.set(crate::cancel::CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
+            Link::Linked(guard)
+        }
+        PoolMode::Transaction => {
+            drop(guard);
+            Link::Idle
+        }
+    };
+    conn.flush().await?;
+    Ok(Some(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel }))
+}
+
+/// How to log in to servers for this client: `server_user` with
+/// `server_password` when configured; otherwise as the client, with the
+/// password from the config or the SCRAM keys the client just proved.
+fn server_login(shared: &Shared, user: &str, database: &str, scram: Option<&ScramPass>) -> ServerLogin {
+    let config = shared.config.load();
+    let configured = config.server_password().ok().flatten().map(ServerSecret::Password);
+    if let Some(server_user) = &config.server_user {
+        return ServerLogin {
+            user: server_user.clone(),
+            database: database.to_owned(),
+            secret: configured.unwrap_or(ServerSecret::None),
+        };
+    }
+    let plaintext = match scram {
+        Some(s) => s.plaintext.clone(),
+        None => shared.users.load().users.get(user).and_then(|u| u.plaintext.clone()),
+    };
+    let secret = match (plaintext, scram) {
+        (Some(p), _) => ServerSecret::Password(p),
+        (None, Some(s)) => ServerSecret::ScramKeys {
+            client_key: s.client_key,
+            server_key: s.verifier.server_key,
+            salt: s.verifier.salt.clone(),
+            iterations: s.verifier.iterations,
+        },
+        (None, None) => configured.unwrap_or(ServerSecret::None),
+    };
+    ServerLogin { user: user.to_owned(), database: database.to_owned(), secret }
+}

@@ -1,0 +1,48 @@
+//! pgbalancer's wire-protocol proxy: clients connect here as if to
+//! PostgreSQL; their work runs on pooled server connections.
+//!
+//! Code map: [`protocol`] (framing and messages, no I/O), [`auth`] (SCRAM and
+//! md5 primitives), [`server`] (one server connection), [`pool`] (pools and
+//! checkout guards), [`client`] (startup, login and the session loop),
+//! [`cancel`] (cancel key mapping), [`proxy`] (listeners, reload, shutdown).
+
+pub mod auth;
+pub mod cancel;
+pub mod client;
+pub mod error;
+pub mod pool;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod stats;
+mod users;
+
+pub use error::Error;
+pub use proxy::{ProxyHandle, StartError};
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pgbalancer_config::Config;
+use tokio::sync::watch;
+
+/// Where the process is in its life; sessions watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Stop accepting; sessions end once their transaction is over.
+    Draining,
+    /// Close everything now.
+    Stopping,
+}
+
+/// State shared by every task of one proxy. Passed around in an `Arc`;
+/// there are no globals.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub(crate) users: ArcSwap<users::UserDb>,
+    pub pools: pool::Pools,
+    pub cancels: Arc<cancel::CancelRegistry>,
+    pub stats: stats::Stats,
+    pub(crate) phase: watch::Receiver<Phase>,
+}

@@ -1,0 +1,393 @@
+//! Server connection pools, one per (database, user, backend).
+//!
+//! Waiting clients are served in FIFO order. A connection leaves a pool only
+//! inside a [`ServerGuard`], which puts it back on drop if the session marked
+//! it clean, and closes it otherwise; a right to open a new connection is a
+//! [`Slot`], freed on drop. So a client that vanishes at any `.await` never
+//! leaks a connection or a slot.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::error::PoolError;
+use crate::server::{ServerConn, ServerLogin};
+
+/// Settings every pool reads on each use; swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub min_size: usize,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+    pub backend: usize,
+}
+
+/// Counters of one pool, readable without its lock.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub waiting: AtomicUsize,
+    pub checked_out: AtomicUsize,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub wait_timeouts: AtomicU64,
+}
+
+enum Grant {
+    Conn(ServerGuard),
+    Slot(Slot),
+}
+
+struct Inner {
+    idle: VecDeque<ServerConn>,
+    /// Connections that exist or are being opened (idle + checked out + connecting).
+    open: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    closed: bool,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub host: String,
+    pub port: u16,
+    settings: Arc<ArcSwap<PoolSettings>>,
+    /// How to log in to the server; refreshed by each client login (the
+    /// SCRAM keys of pass-through come from there).
+    login: Mutex<ServerLogin>,
+    inner: Mutex<Inner>,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, host: String, port: u16, settings: Arc<ArcSwap<PoolSettings>>, login: ServerLogin) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            host,
+            port,
+            settings,
+            login: Mutex::new(login),
+            inner: Mutex::new(Inner { idle: VecDeque::new(), open: 0, waiters: VecDeque::new(), closed: false }),
+            stats: PoolStats::default(),
+        })
+    }
+
+    pub fn set_login(&self, login: ServerLogin) {
+        *self.login.lock().unwrap() = login;
+    }
+
+    /// (open, idle) connection counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let g = self.inner.lock().unwrap();
+        (g.open, g.idle.len())
+    }
+
+    /// Takes a server connection, waiting up to `wait` (zero = forever) in
+    /// FIFO order when the pool is full.
+    pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<ServerGuard, PoolError> {
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+        let grant = self.take_or_wait(deadline).await?;
+        let slot = match grant {
+            Grant::Conn(mut guard) => {
+                let settings = self.settings.load();
+                let conn = guard.conn.as_mut().expect("granted guard holds a connection");
+                if conn.is_quiet() && !expired(conn, &settings) {
+                    conn.last_used = Instant::now();
+                    return Ok(guard);
+                }
+                // Broken or stale: close it and reuse its place for a new one.
+                let conn = guard.conn.take().expect("checked above");
+                self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
+                spawn_close(conn);
+                Slot { pool: Some(self.clone()) }
+            }
+            Grant::Slot(slot) => slot,
+        };
+        let login = self.login.lock().unwrap().clone();
+        let timeout = self.settings.load().connect_timeout;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        match ServerConn::connect(&self.host, self.port, &login, timeout).await {
+            Ok(conn) => {
+                slot.disarm();
+                Ok(self.guard(conn))
+            }
+            Err(e) => {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                drop(slot);
+                Err(PoolError::Server(e))
+            }
+        }
+    }
+
+    async fn take_or_wait(self: &Arc<Self>, deadline: Option<tokio::time::Instant>) -> Result<Grant, PoolError> {
+        let rx = {
+            let mut g = self.inner.lock().unwrap();
+            if g.closed {
+                return Err(PoolError::Closed);
+            }
+            if let Some(conn) = g.idle.pop_back() {
+                return Ok(Grant::Conn(self.guard(conn)));
+            }
+            if g.open < self.settings.load().size {
+                g.open += 1;
+                return Ok(Grant::Slot(Slot { pool: Some(self.clone()) }));
+            }
+            if g.waiters.len() >= 64 && g.waiters.len().is_power_of_two() {
+                g.waiters.retain(|w| !w.is_closed());
+            }
+            let (tx, rx) = oneshot::channel();
+            g.waiters.push_back(tx);
+            rx
+        };
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let r = match deadline {
+            Some(d) => tokio::time::timeout_at(d, rx).await,
+            None => Ok(rx.await),
+        };
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(_)) => Err(PoolError::Closed),
+            Err(_) => {
+                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(PoolError::WaitTimeout)
+            }
+        }
+    }
+
+    /// Wraps a connection leaving the pool; counted as checked out until
+    /// it comes back through [`Pool::check_in`].
+    fn guard(self: &Arc<Self>, conn: ServerConn) -> ServerGuard {
+        self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
+        ServerGuard { pool: self.clone(), conn: Some(conn), clean: true }
+    }
+
+    /// Puts a connection back: to the first live waiter, else to the idle
+    /// list. Closes it instead when dirty, noisy, expired or over the size.
+    fn check_in(self: &Arc<Self>, mut conn: ServerConn, clean: bool) {
+        self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
+        let settings = self.settings.load();
+        let keep = clean && conn.is_quiet() && !expired(&conn, &settings);
+        let mut g = self.inner.lock().unwrap();
+        if !keep || g.closed || g.open > settings.size {
+            drop(g);
+            spawn_close(conn);
+            self.free_slot();
+            return;
+        }
+        conn.last_used = Instant::now();
+        while let Some(w) = g.waiters.pop_front() {
+            match w.send(Grant::Conn(self.guard(conn))) {
+                Ok(()) => return,
+                Err(Grant::Conn(mut back)) => {
+                    self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
+                    conn = back.conn.take().expect("just sent");
+                }
+                Err(Grant::Slot(_)) => unreachable!("sent a connection"),
+            }
+        }
+        g.idle.push_back(conn);
+    }
+
+    /// A connection closed: its place goes to the first live waiter, or the
+    /// open count drops.
+    fn free_slot(self: &Arc<Self>) {
+        let mut g = self.inner.lock().unwrap();
+        while !g.closed && g.open <= self.settings.load().size {
+            let Some(w) = g.waiters.pop_front() else { break };
+            match w.send(Grant::Slot(Slot { pool: Some(self.clone()) })) {
+                Ok(()) => return,
+                Err(Grant::Slot(s)) => s.disarm(),
+                Err(Grant::Conn(_)) => unreachable!("sent a slot"),
+            }
+        }
+        g.open -= 1;
+    }
+
+    /// Closes idle connections past `server_idle_timeout` or
+    /// `server_lifetime`; opens connections up to `min_pool_size`.
+    pub fn maintain(self: &Arc<Self>) {
+        let settings = self.settings.load();
+        let now = Instant::now();
+        let stale: Vec<ServerConn> = {
+            let mut g = self.inner.lock().unwrap();
+            let mut keep = VecDeque::with_capacity(g.idle.len());
+            let mut stale = Vec::new();
+            while let Some(c) = g.idle.pop_front() {
+                let idle_too_long = !settings.server_idle_timeout.is_zero()
+                    && now.duration_since(c.last_used) >= settings.server_idle_timeout
+                    && g.open - stale.len() > settings.min_size;
+                if idle_too_long || expired(&c, &settings) {
+                    stale.push(c);
+                } else {
+                    keep.push_back(c);
+                }
+            }
+            g.idle = keep;
+            stale
+        };
+        for c in stale {
+            spawn_close(c);
+            self.free_slot();
+        }
+        let want = {
+            let mut g = self.inner.lock().unwrap();
+            let want = settings.min_size.min(settings.size).saturating_sub(g.open);
+            if g.closed {
+                0
+            } else {
+                g.open += want;
+                want
+            }
+        };
+        for _ in 0..want {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let slot = Slot { pool: Some(pool.clone()) };
+                let login = pool.login.lock().unwrap().clone();
+                let timeout = pool.settings.load().connect_timeout;
+                if let Ok(conn) = ServerConn::connect(&pool.host, pool.port, &login, timeout).await {
+                    slot.disarm();
+                    drop(pool.guard(conn));
+                }
+            });
+        }
+    }
+
+    /// Refuses new checkouts, wakes waiters with an error, closes idle
+    /// connections. Checked-out connections close when returned.
+    pub fn close(&self) {
+        let idle: Vec<ServerConn> = {
+            let mut g = self.inner.lock().unwrap();
+            g.closed = true;
+            g.waiters.clear();
+            let idle: Vec<_> = g.idle.drain(..).collect();
+            g.open -= idle.len();
+            idle
+        };
+        for c in idle {
+            spawn_close(c);
+        }
+    }
+}
+
+fn expired(conn: &ServerConn, s: &PoolSettings) -> bool {
+    !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime
+}
+
+fn spawn_close(conn: ServerConn) {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(conn.close());
+    }
+}
+
+/// The right to open one connection in a pool; freed on drop.
+struct Slot {
+    pool: Option<Arc<Pool>>,
+}
+
+impl Slot {
+    /// The slot became a connection (or was given up under the lock).
+    fn disarm(mut self) {
+        self.pool = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.free_slot();
+        }
+    }
+}
+
+/// A checked-out server connection. On drop it goes back to its pool when
+/// marked clean (idle, nothing outstanding) and is closed otherwise.
+pub struct ServerGuard {
+    pool: Arc<Pool>,
+    conn: Option<ServerConn>,
+    clean: bool,
+}
+
+impl ServerGuard {
+    pub fn conn(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("guard holds a connection until dropped")
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Marks whether the connection may be reused as it is.
+    pub fn set_clean(&mut self, clean: bool) {
+        self.clean = clean;
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.check_in(conn, self.clean);
+        }
+    }
+}
+
+/// All pools, created on first use.
+pub struct Pools {
+    map: DashMap<PoolKey, Arc<Pool>>,
+    settings: Arc<ArcSwap<PoolSettings>>,
+}
+
+impl Pools {
+    pub fn new(settings: PoolSettings) -> Pools {
+        Pools { map: DashMap::new(), settings: Arc::new(ArcSwap::from_pointee(settings)) }
+    }
+
+    pub fn get_or_create(&self, key: PoolKey, host: &str, port: u16, login: ServerLogin) -> Arc<Pool> {
+        if let Some(p) = self.map.get(&key) {
+            if p.host == host && p.port == port {
+                return p.clone();
+            }
+        }
+        let pool = Pool::new(key.clone(), host.to_owned(), port, self.settings.clone(), login);
+        if let Some(old) = self.map.insert(key, pool.clone()) {
+            old.close();
+        }
+        pool
+    }
+
+    pub fn set_settings(&self, settings: PoolSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
+    }
+
+    pub fn maintain(&self) {
+        for p in self.all() {
+            p.maintain();
+        }
+    }
+
+    pub fn close_all(&self) {
+        for p in self.all() {
+            p.close();
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Writers for the messages pgbalancer sends itself. Each appends one
+//! message to the caller's buffer and patches its length.
+
+use bytes::{BufMut, BytesMut};
+
+use super::{auth_code, be, fe, startup, TxStatus};
+
+/// Starts a regular message; returns where its length word is.
+fn begin(buf: &mut BytesMut, tag: u8) -> usize {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    at
+}
+
+/// Writes the length of the message whose length word is at `at`.
+fn finish(buf: &mut BytesMut, at: usize) {
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
+    // A NUL inside would mis-frame the message; cut at it.
+    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+    buf.put_slice(&s[..end]);
+    buf.put_u8(0);
+}
+
+// ---- backend messages (pgbalancer → client) ----
+
+/// Severity of an ErrorResponse or NoticeResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+    Warning,
+    Notice,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+            Severity::Warning => "WARNING",
+            Severity::Notice => "NOTICE",
+        }
+    }
+}
+
+/// ErrorResponse ('E'), or NoticeResponse ('N') for warning/notice severity.
+pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, message: &str) {
+    let tag = match severity {
+        Severity::Error | Severity::Fatal => be::ERROR_RESPONSE,
+        _ => be::NOTICE_RESPONSE,
+    };
+    let at = begin(buf, tag);
+    for field in [b'S', b'V'] {
+        buf.put_u8(field);
+        put_cstr(buf, severity.as_str().as_bytes());
+    }
+    buf.put_u8(b'C');
+    put_cstr(buf, code.as_bytes());
+    buf.put_u8(b'M');
+    put_cstr(buf, message.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+pub fn authentication_ok(buf: &mut BytesMut) {
+    let at = begin(buf, be::AUTHENTICATION);
+    buf.put_i32(auth_code::OK);
+    finish(buf, at);
+}
+
+/// AuthenticationSASL listing one mechanism.
+pub fn authentication_sasl(buf: &mut BytesMut, mechanism: &str) {
+    let at = begin(buf, be::AUTHENTICATION);
+    buf.put_i32(auth_code::SASL);
+    put_cstr(buf, mechanism.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+pub fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    let at = begin(buf, be::AUTHENTICATION);
+    buf.put_i32(auth_code::SASL_CONTINUE);
+    buf.put_slice(data);
+    finish(buf, at);
+}
+
+pub fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    let at = begin(buf, be::AUTHENTICATION);
+    buf.put_i32(auth_code::SASL_FINAL);
+    buf.put_slice(data);
+    finish(buf, at);
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    let at = begin(buf, be::PARAMETER_STATUS);
+    put_cstr(buf, name.as_bytes());
+    put_cstr(buf, value.as_bytes());
+    finish(buf, at);
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, key: i32) {
+    let at = begin(buf, be::BACKEND_KEY_DATA);
+    buf.put_i32(pid);
+    buf.put_i32(key);
+    finish(buf, at);
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
+    let at = begin(buf, be::READY_FOR_QUERY);
+    buf.put_u8(status.as_byte());
+    finish(buf, at);
+}
+
+/// NegotiateProtocolVersion: newest minor version we support and the
+/// protocol options we did not recognise.
+pub fn negotiate_protocol_version<'a>(
+    buf: &mut BytesMut,
+    newest_minor: i32,
+    unrecognized: impl ExactSizeIterator<Item = &'a str>,
+) {
+    let at = begin(buf, be::NEGOTIATE_PROTOCOL_VERSION);
+    buf.put_i32(newest_minor);
+    buf.put_i32(unrecognized.len() as i32);
+    for name in unrecognized {
+        put_cstr(buf, name.as_bytes());
+    }
+    finish(buf, at);
+}
+
+// ---- frontend messages (pgbalancer → server) ----
+
+/// StartupMessage for protocol 3.0.
+pub fn startup_message<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let at = buf.len();
+    buf.put_i32(0);
+    buf.put_i32(startup::PROTOCOL_3_0);
+    for (k, v) in params {
+        put_cstr(buf, k.as_bytes());
+        put_cstr(buf, v.as_bytes());
+    }
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+pub fn cancel_request(buf: &mut BytesMut, pid: i32, key: i32) {
+    buf.put_i32(16);
+    buf.put_i32(startup::CANCEL_REQUEST_CODE);
+    buf.put_i32(pid);
+    buf.put_i32(key);
+}
+
+pub fn query(buf: &mut BytesMut, sql: &str) {
+    let at = begin(buf, fe::QUERY);
+    put_cstr(buf, sql.as_bytes());
+    finish(buf, at);
+}
+
+pub fn terminate(buf: &mut BytesMut) {
+    let at = begin(buf, fe::TERMINATE);
+    finish(buf, at);
+}
+
+/// PasswordMessage with a cleartext or md5 password.
+pub fn password_message(buf: &mut BytesMut, password: &str) {
+    let at = begin(buf, fe::PASSWORD);
+    put_cstr(buf, password.as_bytes());
+    finish(buf, at);
+}
+
+pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
+    let at = begin(buf, fe::PASSWORD);
+    put_cstr(buf, mechanism.as_bytes());
+    buf.put_i32(data.len() as i32);
+    buf.put_slice(data);
+    finish(buf, at);
+}
+
+pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
+    let at = begin(buf, fe::PASSWORD);
+    buf.put_slice(data);
+    finish(buf, at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::Frames;
+    use crate::protocol::read::ErrorFields;
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut b = BytesMut::new();
+        error_response(&mut b, Severity::Fatal, "08P01", "bad\0thing");
+        let (tag, body) = Frames::new(&b).next().unwrap().unwrap();
+        assert_eq!(tag, b'E');
+        let f = ErrorFields::parse(body);
+        assert_eq!(f.code.as_deref(), Some("08P01"));
+        assert_eq!(f.message.as_deref(), Some("bad"));
+        assert_eq!(f.severity.as_deref(), Some("FATAL"));
+    }
+
+    #[test]
+    fn startup_message_layout() {
+        let mut b = BytesMut::new();
+        startup_message(&mut b, [("user", "u")]);
+        assert_eq!(&b[..], b"\0\0\0\x11\0\x03\0\0user\0u\0\0");
+    }
+}

@@ -1,0 +1,337 @@
+//! One connection to a PostgreSQL server: connect, log in, and the buffered
+//! reads the session loop needs. The read buffer lives here so a read inside
+//! `select!` never loses bytes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::{md5, scram};
+use crate::error::ServerError;
+use crate::protocol::frame::{self, HEADER_LEN};
+use crate::protocol::read::{self, ErrorFields};
+use crate::protocol::{auth_code, be, write, TxStatus};
+
+/// Largest server message pgbalancer buffers whole to look into (login
+/// messages, ParameterStatus, errors during its own queries). Everything else
+/// is streamed through without buffering.
+const INSPECT_CAP: usize = 1 << 20;
+
+/// How pgbalancer proves itself to the server.
+#[derive(Clone)]
+pub enum ServerSecret {
+    None,
+    Password(String),
+    /// SCRAM keys recovered from a client's login (pass-through).
+    ScramKeys { client_key: [u8; 32], server_key: [u8; 32], salt: Vec<u8>, iterations: u32 },
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerSecret::None => "None",
+            ServerSecret::Password(_) => "Password(<redacted>)",
+            ServerSecret::ScramKeys { .. } => "ScramKeys(<redacted>)",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerLogin {
+    pub user: String,
+    pub database: String,
+    pub secret: ServerSecret,
+}
+
+/// Something the scanner found in server bytes that the session must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    ReadyForQuery(TxStatus),
+    /// A ParameterStatus was applied to [`ServerConn::params`]; its name is
+    /// at `params` index.
+    ParameterChanged,
+}
+
+pub struct ServerConn {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    /// Bytes of a streamed-through message still to come.
+    stream_remaining: usize,
+    /// Server parameters as last reported by ParameterStatus, in the
+    /// server's spelling.
+    pub params: Vec<(String, String)>,
+    /// Parameters pgbalancer set on behalf of the last client (startup
+    /// parameters and their later changes), names in lower case.
+    pub applied: Vec<(String, String)>,
+    /// Name of the last parameter changed by a ParameterStatus.
+    pub last_changed: Option<String>,
+    pub backend_pid: i32,
+    pub backend_key: i32,
+    pub addr: SocketAddr,
+    pub created: Instant,
+    pub last_used: Instant,
+    pub tx_status: TxStatus,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn").field("addr", &self.addr).field("pid", &self.backend_pid).finish()
+    }
+}
+
+impl ServerConn {
+    /// Connects and logs in, all within `timeout`.
+    pub async fn connect(host: &str, port: u16, login: &ServerLogin, timeout: Duration) -> Result<ServerConn, ServerError> {
+        let target = format!("{host}:{port}");
+        match tokio::time::timeout(timeout, Self::connect_inner(&target, login)).await {
+            Ok(r) => r,
+            Err(_) => Err(ServerError::ConnectTimeout(target)),
+        }
+    }
+
+    async fn connect_inner(target: &str, login: &ServerLogin) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect(target)
+            .await
+            .map_err(|source| ServerError::Connect { addr: target.to_owned(), source })?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            stream,
+            read_buf: BytesMut::with_capacity(8192),
+            stream_remaining: 0,
+            params: Vec::new(),
+            applied: Vec::new(),
+            last_changed: None,
+            backend_pid: 0,
+            backend_key: 0,
+            addr,
+            created: now,
+            last_used: now,
+            tx_status: TxStatus::Idle,
+        };
+        conn.login(login).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, login: &ServerLogin) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        write::startup_message(&mut out, [("user", login.user.as_str()), ("database", login.database.as_str())]);
+        self.stream.write_all(&out).await?;
+        let mut scram: Option<scram::ClientExchange> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            out.clear();
+            match tag {
+                be::AUTHENTICATION => {
+                    let (code, rest) = read::authentication(&body).ok_or(ServerError::Protocol("short authentication message"))?;
+                    match code {
+                        auth_code::OK => {}
+                        auth_code::CLEARTEXT_PASSWORD => {
+                            let ServerSecret::Password(p) = &login.secret else {
+                                return Err(ServerError::NoPassword(login.user.clone()));
+                            };
+                            write::password_message(&mut out, p);
+                        }
+                        auth_code::MD5_PASSWORD => {
+                            let ServerSecret::Password(p) = &login.secret else {
+                                return Err(ServerError::NoPassword(login.user.clone()));
+                            };
+                            let salt: [u8; 4] = rest.get(..4).and_then(|s| s.try_into().ok()).ok_or(ServerError::Protocol("short md5 salt"))?;
+                            write::password_message(&mut out, &md5::md5_password_response(&login.user, p, salt));
+                        }
+                        auth_code::SASL => {
+                            if !read::sasl_mechanisms(rest).any(|m| m == scram::MECHANISM.as_bytes()) {
+                                return Err(ServerError::Auth("server offers no supported SASL mechanism".into()));
+                            }
+                            let secret = match &login.secret {
+                                ServerSecret::None => return Err(ServerError::NoPassword(login.user.clone())),
+                                ServerSecret::Password(p) => scram::ClientSecret::Password(p.clone()),
+                                ServerSecret::ScramKeys { client_key, server_key, salt, iterations } => scram::ClientSecret::Keys {
+                                    client_key: *client_key,
+                                    server_key: *server_key,
+                                    salt: salt.clone(),
+                                    iterations: *iterations,
+                                },
+                            };
+                            let ex = scram::ClientExchange::new(secret);
+                            write::sasl_initial_response(&mut out, scram::MECHANISM, &ex.client_first());
+                            scram = Some(ex);
+                        }
+                        auth_code::SASL_CONTINUE => {
+                            let ex = scram.as_mut().ok_or(ServerError::Protocol("SASL continue without SASL"))?;
+                            let reply = ex.server_first(rest).map_err(|e| ServerError::Auth(e.to_string()))?;
+                            write::sasl_response(&mut out, &reply);
+                        }
+                        auth_code::SASL_FINAL => {
+                            let ex = scram.as_mut().ok_or(ServerError::Protocol("SASL final without SASL"))?;
+                            ex.server_final(rest).map_err(|e| ServerError::Auth(e.to_string()))?;
+                        }
+                        _ => return Err(ServerError::Auth(format!("unsupported authentication request {code}"))),
+                    }
+                    if !out.is_empty() {
+                        self.stream.write_all(&out).await?;
+                    }
+                }
+                be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
+                be::BACKEND_KEY_DATA => {
+                    let (pid, key) = read::backend_key_data(&body).ok_or(ServerError::Protocol("bad BackendKeyData"))?;
+                    self.backend_pid = pid;
+                    self.backend_key = key;
+                }
+                be::ERROR_RESPONSE => return Err(ServerError::Rejected(ErrorFields::parse(&body))),
+                be::NOTICE_RESPONSE | be::NEGOTIATE_PROTOCOL_VERSION => {}
+                be::READY_FOR_QUERY => {
+                    self.tx_status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    return Ok(());
+                }
+                _ => return Err(ServerError::Protocol("unexpected message during login")),
+            }
+        }
+    }
+
+    fn apply_parameter_status(&mut self, body: &[u8]) -> Result<(), ServerError> {
+        let (k, v) = read::parameter_status(body).ok_or(ServerError::Protocol("bad ParameterStatus"))?;
+        match self.params.iter_mut().find(|(name, _)| name == k) {
+            Some((_, value)) if value == v => {}
+            Some((_, value)) => *value = v.to_owned(),
+            None => self.params.push((k.to_owned(), v.to_owned())),
+        }
+        self.last_changed = Some(k.to_owned());
+        Ok(())
+    }
+
+    /// A reported parameter's value, by case-insensitive name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Reads one whole message (for login and pgbalancer's own queries only).
+    async fn read_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
+        loop {
+            if let Some(h) = frame::peek_header(&self.read_buf, INSPECT_CAP).map_err(|_| ServerError::Protocol("bad message length"))? {
+                if self.read_buf.len() >= h.total_len {
+                    let mut msg = self.read_buf.split_to(h.total_len);
+                    msg.advance(HEADER_LEN);
+                    return Ok((h.tag, msg));
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes into the buffer. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<(), ServerError> {
+        self.read_buf.reserve(8192);
+        match self.stream.read_buf(&mut self.read_buf).await? {
+            0 => Err(ServerError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
+        self.stream.write_all(bytes).await.map_err(ServerError::from)
+    }
+
+    /// Walks the buffered bytes from `from` message by message, streaming through what
+    /// need not be looked at. Returns how many leading bytes are ready to
+    /// forward and stops right after a ReadyForQuery (so the caller can
+    /// decide about the connection before anything later is read), or at an
+    /// incomplete message that must be inspected.
+    pub fn scan(&mut self, from: usize) -> Result<(usize, Option<ServerEvent>), ServerError> {
+        let buf = &self.read_buf[..];
+        let mut pos = from;
+        loop {
+            if self.stream_remaining > 0 {
+                let n = self.stream_remaining.min(buf.len() - pos);
+                self.stream_remaining -= n;
+                pos += n;
+                if self.stream_remaining > 0 {
+                    return Ok((pos, None));
+                }
+            }
+            let rest = &buf[pos..];
+            let Some(h) = frame::peek_header(rest, usize::MAX).map_err(|_| ServerError::Protocol("bad message length"))? else {
+                return Ok((pos, None));
+            };
+            match h.tag {
+                be::READY_FOR_QUERY | be::PARAMETER_STATUS => {
+                    if h.total_len > INSPECT_CAP {
+                        return Err(ServerError::Protocol("oversized message"));
+                    }
+                    if rest.len() < h.total_len {
+                        return Ok((pos, None));
+                    }
+                    let body = &rest[HEADER_LEN..h.total_len];
+                    pos += h.total_len;
+                    if h.tag == be::READY_FOR_QUERY {
+                        let status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                        self.tx_status = status;
+                        return Ok((pos, Some(ServerEvent::ReadyForQuery(status))));
+                    }
+                    let body = body.to_vec();
+                    self.apply_parameter_status(&body)?;
+                    return Ok((pos, Some(ServerEvent::ParameterChanged)));
+                }
+                _ => {
+                    pos += HEADER_LEN;
+                    self.stream_remaining = h.body_len();
+                }
+            }
+        }
+    }
+
+    /// Removes and returns the first `n` buffered bytes (from [`scan`]).
+    pub fn take(&mut self, n: usize) -> BytesMut {
+        self.read_buf.split_to(n)
+    }
+
+    /// Bytes read but not yet scanned.
+    pub fn buffered(&self) -> usize {
+        self.read_buf.len()
+    }
+
+    /// Runs a simple query of pgbalancer's own, discarding its rows.
+    /// Returns the first error the server reported, if any.
+    pub async fn run_own_query(&mut self, sql: &str) -> Result<Option<ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.write_all(&out).await?;
+        let mut first_error = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                be::ERROR_RESPONSE if first_error.is_none() => first_error = Some(ErrorFields::parse(&body)),
+                be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
+                be::READY_FOR_QUERY => {
+                    self.tx_status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    return Ok(first_error);
+                }
+                be::COPY_IN_RESPONSE | be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
+                    return Err(ServerError::Protocol("COPY in an internal query"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True when the idle connection has nothing unexpected to say: no bytes
+    /// (a termination notice, a stray notification) and no EOF.
+    pub fn is_quiet(&mut self) -> bool {
+        if !self.read_buf.is_empty() || self.stream_remaining != 0 {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends Terminate and drops the connection.
+    pub async fn close(mut self) {
+        let mut out = BytesMut::new();
+        write::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.stream.write_all(&out)).await;
+    }
+}

@@ -1,0 +1,48 @@
+//! Client credentials from the config, turned into SCRAM verifiers once per
+//! load (never per login).
+
+use std::collections::HashMap;
+
+use pgbalancer_config::Config;
+use rand::RngCore;
+
+use crate::auth::scram::Verifier;
+
+pub(crate) struct UserAuth {
+    pub verifier: Verifier,
+    /// Set when the config holds the password itself; then pgbalancer can
+    /// also log in to servers with it.
+    pub plaintext: Option<String>,
+}
+
+pub(crate) struct UserDb {
+    pub users: HashMap<String, UserAuth>,
+    /// Secret behind the fake verifiers of unknown users.
+    pub dummy_secret: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("users[{index}].password: {message}")]
+pub struct UserError {
+    pub index: usize,
+    pub message: String,
+}
+
+impl UserDb {
+    pub fn from_config(config: &Config) -> Result<UserDb, UserError> {
+        let mut users = HashMap::new();
+        for (index, u) in config.users.iter().enumerate() {
+            let Some(pw) = &u.password else { continue };
+            let auth = if pw.starts_with("SCRAM-SHA-256$") {
+                let verifier = Verifier::parse(pw).map_err(|e| UserError { index, message: e.to_string() })?;
+                UserAuth { verifier, plaintext: None }
+            } else {
+                UserAuth { verifier: Verifier::generate(pw), plaintext: Some(pw.clone()) }
+            };
+            users.insert(u.name.clone(), auth);
+        }
+        let mut dummy_secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut dummy_secret);
+        Ok(UserDb { users, dummy_secret })
+    }
+}
