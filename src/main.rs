@@ -1,0 +1,171 @@
+//! The pgbalancer daemon: loads the config, starts the proxy, and handles
+//! signals (SIGHUP reload, SIGTERM/SIGINT graceful then immediate shutdown).
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgbalancer_config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
+use pgbalancer_proxy::ProxyHandle;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "pgbalancer", version, about = "PostgreSQL connection pooler and load balancer")]
+struct Args {
+    /// Config file (default: /etc/pgbalancer/pgbalancer.yml, then ./pgbalancer.yml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE, print OK or every problem, and exit.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "demo"])]
+    check_config: Option<PathBuf>,
+    /// Start a throwaway local PostgreSQL primary and replica and serve
+    /// pgbalancer in front of them on 127.0.0.1:9999.
+    #[arg(long)]
+    demo: bool,
+    /// Port to listen on in --demo mode.
+    #[arg(long, default_value_t = 9999, requires = "demo")]
+    demo_port: u16,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        return check_config(path);
+    }
+    let (config, config_path, demo) = if args.demo {
+        match demo::Demo::start(args.demo_port) {
+            Ok((demo, config)) => (config, None, Some(demo)),
+            Err(e) => {
+                eprintln!("pgbalancer --demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let path = match args.config.clone().or_else(default_config_path) {
+            Some(p) => p,
+            None => {
+                eprintln!("pgbalancer: no config file: pass --config FILE or create {DEFAULT_CONFIG_PATH} or ./pgbalancer.yml");
+                return ExitCode::FAILURE;
+            }
+        };
+        match Config::load(&path) {
+            Ok(c) => (c, Some(path), None),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    init_tracing(&config);
+    if let Some(path) = &config_path {
+        for w in config.warnings().into_iter().chain(Config::file_warnings(path)) {
+            tracing::warn!("{}: {w}", path.display());
+        }
+    }
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n as usize,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgbalancer: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(config, config_path, demo.as_ref()));
+    drop(demo);
+    code
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    [PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from("pgbalancer.yml")].into_iter().find(|p| p.exists())
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            for w in c.warnings().into_iter().chain(Config::file_warnings(path)) {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            println!("OK: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo::Demo>) -> ExitCode {
+    let proxy = match ProxyHandle::start(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in proxy.local_addrs() {
+        tracing::info!(%addr, "listening");
+    }
+    if let Some(d) = demo {
+        d.print_banner(proxy.local_addrs());
+    }
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    // First SIGTERM/SIGINT: graceful. Second: immediate.
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&proxy, config_path.as_deref()),
+        }
+    }
+    tracing::info!("shutting down: waiting for transactions to finish (send the signal again to stop now)");
+    tokio::select! {
+        _ = proxy.shutdown() => tracing::info!("shutdown complete"),
+        _ = term.recv() => { tracing::info!("second signal: stopping now"); proxy.shutdown_now(); }
+        _ = int.recv() => { tracing::info!("second signal: stopping now"); proxy.shutdown_now(); }
+    }
+    ExitCode::SUCCESS
+}
+
+fn reload(proxy: &ProxyHandle, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: no config file (demo mode)");
+        return;
+    };
+    match Config::load(path) {
+        Ok(c) => {
+            for w in c.warnings() {
+                tracing::warn!("{}: {w}", path.display());
+            }
+            if let Err(e) = proxy.reload(c) {
+                tracing::error!("reload rejected, keeping the old config: {e}");
+            }
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("reload rejected, keeping the old config: {line}");
+            }
+        }
+    }
+}
