@@ -60,8 +60,12 @@ fn main() -> ExitCode {
     };
     init_tracing(&config);
     if let Some(path) = &config_path {
-        for w in config.warnings().into_iter().chain(Config::file_warnings(path)) {
+        for w in config.warnings() {
             tracing::warn!("{}: {w}", path.display());
+        }
+        // These name the file themselves.
+        for w in Config::file_warnings(path) {
+            tracing::warn!("{w}");
         }
     }
     let workers = match config.workers {
@@ -87,8 +91,11 @@ fn default_config_path() -> Option<PathBuf> {
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
-            for w in c.warnings().into_iter().chain(Config::file_warnings(path)) {
+            for w in c.warnings() {
                 eprintln!("warning: {}: {w}", path.display());
+            }
+            for w in Config::file_warnings(path) {
+                eprintln!("warning: {w}");
             }
             println!("OK: {}", path.display());
             ExitCode::SUCCESS

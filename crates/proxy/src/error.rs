@@ -34,6 +34,8 @@ pub enum ClientError {
     AuthFailed(String),
     #[error("login timed out")]
     LoginTimeout,
+    #[error("pgbalancer is shutting down")]
+    ShuttingDown,
 }
 
 #[derive(Debug, thiserror::Error)]

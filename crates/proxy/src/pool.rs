@@ -67,6 +67,9 @@ pub struct Pool {
     /// SCRAM keys of pass-through come from there).
     login: Mutex<ServerLogin>,
     inner: Mutex<Inner>,
+    /// ParameterStatus set of the first fresh server connection, before any
+    /// client's settings: what later logins report without a server.
+    initial_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
     pub stats: PoolStats,
 }
 
@@ -79,12 +82,18 @@ impl Pool {
             settings,
             login: Mutex::new(login),
             inner: Mutex::new(Inner { idle: VecDeque::new(), open: 0, waiters: VecDeque::new(), closed: false }),
+            initial_params: Mutex::new(None),
             stats: PoolStats::default(),
         })
     }
 
     pub fn set_login(&self, login: ServerLogin) {
         *self.login.lock().unwrap() = login;
+    }
+
+    /// The parameters a fresh server of this pool reports, once known.
+    pub fn initial_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.initial_params.lock().unwrap().clone()
     }
 
     /// (open, idle) connection counts.
@@ -120,6 +129,11 @@ impl Pool {
         match ServerConn::connect(&self.host, self.port, &login, timeout).await {
             Ok(conn) => {
                 slot.disarm();
+                let mut initial = self.initial_params.lock().unwrap();
+                if initial.is_none() {
+                    *initial = Some(Arc::new(conn.params.clone()));
+                }
+                drop(initial);
                 Ok(self.guard(conn))
             }
             Err(e) => {
@@ -131,16 +145,25 @@ impl Pool {
     }
 
     async fn take_or_wait(self: &Arc<Self>, deadline: Option<tokio::time::Instant>) -> Result<Grant, PoolError> {
+        let size = self.settings.load().size;
+        let excess;
         let rx = {
             let mut g = self.inner.lock().unwrap();
             if g.closed {
                 return Err(PoolError::Closed);
             }
+            // After a reload shrank the pool, idle connections over the
+            // new size are closed rather than handed out.
+            excess = trim_excess(&mut g, size);
             if let Some(conn) = g.idle.pop_back() {
+                drop(g);
+                excess.into_iter().for_each(spawn_close);
                 return Ok(Grant::Conn(self.guard(conn)));
             }
-            if g.open < self.settings.load().size {
+            if g.open < size {
                 g.open += 1;
+                drop(g);
+                excess.into_iter().for_each(spawn_close);
                 return Ok(Grant::Slot(Slot { pool: Some(self.clone()) }));
             }
             if g.waiters.len() >= 64 && g.waiters.len().is_power_of_two() {
@@ -150,6 +173,7 @@ impl Pool {
             g.waiters.push_back(tx);
             rx
         };
+        excess.into_iter().for_each(spawn_close);
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let r = match deadline {
             Some(d) => tokio::time::timeout_at(d, rx).await,
@@ -220,7 +244,7 @@ impl Pool {
     pub fn maintain(self: &Arc<Self>) {
         let settings = self.settings.load();
         let now = Instant::now();
-        let stale: Vec<ServerConn> = {
+        let (stale, trimmed): (Vec<ServerConn>, Vec<ServerConn>) = {
             let mut g = self.inner.lock().unwrap();
             let mut keep = VecDeque::with_capacity(g.idle.len());
             let mut stale = Vec::new();
@@ -235,8 +259,10 @@ impl Pool {
                 }
             }
             g.idle = keep;
-            stale
+            let trimmed = trim_excess(&mut g, settings.size);
+            (stale, trimmed)
         };
+        trimmed.into_iter().for_each(spawn_close);
         for c in stale {
             spawn_close(c);
             self.free_slot();
@@ -280,6 +306,18 @@ impl Pool {
             spawn_close(c);
         }
     }
+}
+
+/// Takes idle connections out while the pool holds more than `size`;
+/// their places are given up (the caller closes them).
+fn trim_excess(g: &mut Inner, size: usize) -> Vec<ServerConn> {
+    let mut out = Vec::new();
+    while g.open > size {
+        let Some(c) = g.idle.pop_front() else { break };
+        g.open -= 1;
+        out.push(c);
+    }
+    out
 }
 
 fn expired(conn: &ServerConn, s: &PoolSettings) -> bool {

@@ -17,11 +17,11 @@ use crate::pool::{PoolKey, ServerGuard};
 use crate::protocol::{sqlstate, write, TxStatus};
 use crate::server::{ServerLogin, ServerSecret};
 use crate::stats::ClientSlot;
-use crate::Shared;
+use crate::{Phase, Shared};
 use conn::ClientConn;
 use login::{Opening, ScramPass};
 use params::ClientParams;
-use session::{link_error_message, link_server, Link, Session};
+use session::{link_error_message, link_server, sleep_unless_zero, Link, Session};
 
 /// Serves one accepted connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -42,22 +42,26 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         tracing::info!(host = %peer.ip(), port = peer.port(), "connection received");
     }
     let login_timeout = shared.config.load().client_login_timeout;
-    let login = async { login(&mut conn, &shared).await };
-    let outcome = if login_timeout.is_zero() {
-        login.await
-    } else {
-        match tokio::time::timeout(login_timeout, login).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::LoginTimeout.into()),
-        }
+    let mut phase = shared.phase.clone();
+    let outcome = tokio::select! {
+        r = login(&mut conn, &shared) => r,
+        _ = sleep_unless_zero(login_timeout) => Err(ClientError::LoginTimeout.into()),
+        // Logins in progress do not hold up a shutdown.
+        _ = phase.wait_for(|p| *p != Phase::Running) => Err(ClientError::ShuttingDown.into()),
     };
     let done = match outcome {
         Ok(Some(d)) => d,
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "login ended");
-            if matches!(e, Error::Client(ClientError::LoginTimeout)) {
-                conn.fatal(sqlstate::CONNECTION_FAILURE, "client_login_timeout").await;
+            match e {
+                Error::Client(ClientError::LoginTimeout) => {
+                    conn.fatal(sqlstate::CONNECTION_FAILURE, "client_login_timeout").await;
+                }
+                Error::Client(ClientError::ShuttingDown) => {
+                    conn.fatal(sqlstate::ADMIN_SHUTDOWN, "pgbalancer is shutting down").await;
+                }
+                _ => {}
             }
             return;
         }
@@ -115,34 +119,47 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     let wait = config.query_wait_timeout;
     drop(config);
 
-    // A first link proves the server accepts this user and database and
-    // yields the parameters to report.
-    let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
-        Ok(g) => g,
-        Err(e) => {
-            let (code, msg) = link_error_message(&e);
-            conn.fatal(code, &msg).await;
-            return Err(ClientError::Protocol("no server for login").into());
-        }
-    };
-    let server = guard.conn();
-    for (k, v) in &server.params {
-        write::parameter_status(&mut conn.write_buf, k, v);
-    }
     let cancel = shared.cancels.register();
-    write::backend_key_data(&mut conn.write_buf, cancel.pid, cancel.key);
-    write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
-    let link = match mode {
-        PoolMode::Session => {
-            let c = guard.conn();
-            cancel.slot.set(crate::cancel::CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
-            Link::Linked(guard)
-        }
-        PoolMode::Transaction => {
-            drop(guard);
+    let link = match pool.initial_params() {
+        // Like PgBouncer: once the pool knows what its servers report, a
+        // login needs no server. Clients whose connect blocks (pgbench -C,
+        // many ORMs) must not wait for one inside their login.
+        Some(initial) => {
+            for (k, v) in initial.iter() {
+                write::parameter_status(&mut conn.write_buf, k, params.get(k).unwrap_or(v));
+            }
             Link::Idle
         }
+        // The first login of a pool links a server: it proves the server
+        // accepts this user and database, and yields the parameters.
+        None => {
+            let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let (code, msg) = link_error_message(&e);
+                    conn.fatal(code, &msg).await;
+                    return Err(ClientError::Protocol("no server for login").into());
+                }
+            };
+            let server = guard.conn();
+            for (k, v) in &server.params {
+                write::parameter_status(&mut conn.write_buf, k, v);
+            }
+            match mode {
+                PoolMode::Session => {
+                    cancel.slot.set(crate::cancel::CancelTarget {
+                        addr: server.addr,
+                        pid: server.backend_pid,
+                        key: server.backend_key,
+                    });
+                    Link::Linked(guard)
+                }
+                PoolMode::Transaction => Link::Idle,
+            }
+        }
     };
+    write::backend_key_data(&mut conn.write_buf, cancel.pid, cancel.key);
+    write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
     conn.flush().await?;
     Ok(Some(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel }))
 }

@@ -46,6 +46,11 @@ impl ClientParams {
         }
     }
 
+    /// The value this client asked for, by case-insensitive name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.wanted.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// A ParameterStatus arrived while this client held the server.
     pub fn observe(&mut self, name: &str, value: &str) {
         let lower = name.to_ascii_lowercase();

@@ -419,7 +419,8 @@ fn sqlstate_static(code: &str) -> &'static str {
     KNOWN.iter().copied().find(|k| *k == code).unwrap_or(sqlstate::CONNECTION_FAILURE)
 }
 
-async fn sleep_unless_zero(d: Duration) {
+/// Sleeps for `d`; zero means forever (the timeout is off).
+pub async fn sleep_unless_zero(d: Duration) {
     if d.is_zero() {
         std::future::pending::<()>().await;
     }

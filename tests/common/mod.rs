@@ -1,0 +1,168 @@
+//! Shared harness for the end-to-end tests: one real PostgreSQL cluster per
+//! test binary (primary + streaming replica, from pgcluster), an in-process
+//! pgbalancer per test, raw-socket helpers for protocol tests, and runners
+//! for real clients (psql, pgbench, tokio-postgres).
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgbalancer_config::{AuthType, BackendConfig, BackendRole, Config, PoolMode, UserEntry};
+use pgbalancer_proxy::ProxyHandle;
+use pgcluster::Cluster;
+
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+
+/// The cluster of this test binary, with role `app` created once.
+pub fn cluster() -> &'static Cluster {
+    static READY: OnceLock<()> = OnceLock::new();
+    let c = pgcluster::shared();
+    READY.get_or_init(|| {
+        c.create_role(APP_USER, APP_PASSWORD).expect("create role app");
+        c.psql(&c.primary, "postgres", "ALTER ROLE app CREATEDB").expect("grant createdb");
+    });
+    c
+}
+
+/// `app`'s SCRAM verifier as PostgreSQL stores it (so pgbalancer can pass
+/// the client's proof through).
+pub fn app_verifier() -> String {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let c = cluster();
+        c.psql(&c.primary, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").expect("verifier")
+    })
+    .clone()
+}
+
+/// A new database owned by `app`, unique within this run.
+pub fn fresh_db(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    cluster().create_database(&name, APP_USER).expect("create database");
+    name
+}
+
+/// Runs SQL as the superuser on the primary, directly (not through pgbalancer).
+pub fn admin_sql(db: &str, sql: &str) -> String {
+    let c = cluster();
+    c.psql(&c.primary, db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Server connections PostgreSQL sees for `app` on `db`.
+pub fn server_connections(db: &str) -> i64 {
+    admin_sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = 'app' AND backend_type = 'client backend'"
+        ),
+    )
+    .parse()
+    .expect("count")
+}
+
+/// A config for tests: loopback, a free port, the cluster's primary, SCRAM
+/// with `app`'s verifier, transaction mode, pool of 10.
+pub fn base_config() -> Config {
+    let c = cluster();
+    Config {
+        listen_addresses: "127.0.0.1".into(),
+        port: 0,
+        pool_mode: PoolMode::Transaction,
+        pool_size: 10,
+        auth_type: AuthType::ScramSha256,
+        users: vec![UserEntry { name: APP_USER.into(), password: Some(app_verifier()) }],
+        backends: vec![BackendConfig {
+            host: c.primary.host.clone(),
+            port: c.primary.port,
+            role: BackendRole::Primary,
+            weight: 1,
+        }],
+        query_wait_timeout: Duration::from_secs(30),
+        client_login_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+/// One pgbalancer running inside the test's runtime.
+pub struct TestProxy {
+    pub handle: ProxyHandle,
+    pub addr: SocketAddr,
+}
+
+impl TestProxy {
+    pub async fn start(config: Config) -> TestProxy {
+        config.validate("test").expect("valid test config");
+        let handle = ProxyHandle::start(config).await.expect("start proxy");
+        let addr = handle.local_addrs()[0];
+        TestProxy { handle, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// libpq/tokio-postgres connection string for `app` on `db`.
+    pub fn conninfo(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={db}", self.port())
+    }
+
+    /// A tokio-postgres client through pgbalancer; its connection task is
+    /// spawned.
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        self.try_connect(db).await.expect("connect through pgbalancer")
+    }
+
+    pub async fn try_connect(&self, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.conninfo(db), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// "Proxy alive": a fresh client's `SELECT 1` works.
+    pub async fn assert_alive(&self, db: &str) {
+        let c = tokio::time::timeout(Duration::from_secs(20), self.connect(db)).await.expect("connect in time");
+        let row = c.query_one("SELECT 1::int4", &[]).await.expect("SELECT 1");
+        assert_eq!(row.get::<_, i32>(0), 1);
+    }
+}
+
+/// Runs a PostgreSQL client binary (psql, pgbench) with `app`'s password
+/// and returns its output.
+pub async fn run_client(bin: &str, args: &[String]) -> Output {
+    let path = cluster().bin(bin);
+    let out = tokio::process::Command::new(&path)
+        .args(args)
+        .env("PGPASSWORD", APP_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "20")
+        .env_remove("PGSERVICE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    out
+}
+
+/// psql through pgbalancer: `-X -q -At -v ON_ERROR_STOP=1` plus `args`.
+pub async fn psql(proxy: &TestProxy, db: &str, args: &[&str]) -> Output {
+    let mut a: Vec<String> = ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"].map(String::from).to_vec();
+    a.extend(["-p".into(), proxy.port().to_string(), "-U".into(), APP_USER.into(), "-d".into(), db.into()]);
+    a.extend(args.iter().map(|s| s.to_string()));
+    run_client("psql", &a).await
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}

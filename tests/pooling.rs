@@ -1,0 +1,127 @@
+//! Pooling end to end: real clients (psql, pgbench, tokio-postgres) through
+//! pgbalancer against real PostgreSQL, in transaction and session mode.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_scram_select() {
+    let db = fresh_db("psql");
+    let proxy = TestProxy::start(base_config()).await;
+    let out = psql(&proxy, &db, &["-c", "SELECT current_user || '@' || current_database()"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("app@{db}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_both_ways() {
+    let db = fresh_db("copy");
+    let proxy = TestProxy::start(base_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let output = dir.path().join("out.csv");
+    let rows: String = (1..=5000).map(|i| format!("{i},row {i}\n")).collect();
+    std::fs::write(&input, &rows).unwrap();
+    let copy_in = format!("\\copy t FROM '{}' WITH (FORMAT csv)", input.display());
+    let copy_out = format!("\\copy (SELECT * FROM t ORDER BY a) TO '{}' WITH (FORMAT csv)", output.display());
+    let out = psql(
+        &proxy,
+        &db,
+        &["-c", "CREATE TABLE t (a int PRIMARY KEY, b text)", "-c", &copy_in, "-c", &copy_out, "-c", "SELECT count(*), sum(a) FROM t"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "5000|12502500");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), rows);
+    // A COPY that fails half way (duplicate key) leaves the client usable.
+    let out = psql(&proxy, &db, &["-c", &copy_in]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("duplicate key"), "{}", stderr(&out));
+    let out = psql(&proxy, &db, &["-c", "SELECT count(*) FROM t"]).await;
+    assert_eq!(stdout(&out), "5000");
+}
+
+/// Polls PostgreSQL's count of `app` connections to `db` until told to
+/// stop; returns the highest count seen.
+fn watch_server_connections(db: String) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<i64>) {
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut max = 0;
+        loop {
+            max = max.max(server_connections(&db));
+            if stop_rx.try_recv().is_ok() {
+                return max;
+            }
+        }
+    });
+    (stop_tx, handle)
+}
+
+async fn pgbench(proxy: &TestProxy, db: &str, args: &[&str]) -> std::process::Output {
+    let mut a: Vec<String> = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), proxy.port().to_string(), "-U".into(), APP_USER.into()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    a.push(db.into());
+    run_client("pgbench", &a).await
+}
+
+/// Runs pgbench `args` through a proxy with a pool of 10 while watching
+/// PostgreSQL's own count of server connections; asserts zero failed
+/// transactions and never more than 10 server connections.
+async fn pgbench_run(mode: pgbalancer_config::PoolMode, args: &[&str]) {
+    let db = fresh_db("bench");
+    let mut cfg = base_config();
+    cfg.pool_mode = mode;
+    cfg.pool_size = 10;
+    let proxy = TestProxy::start(cfg).await;
+    let init = pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
+    assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
+    let (stop, watcher) = watch_server_connections(db.clone());
+    let run = pgbench(&proxy, &db, args).await;
+    let _ = stop.send(());
+    let max = watcher.await.unwrap();
+    let out = stdout(&run);
+    assert!(run.status.success(), "pgbench {args:?} ({mode:?}): {}\n{out}", stderr(&run));
+    assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
+    let expected: usize = args
+        .windows(2)
+        .filter(|w| w[0] == "-c" || w[0] == "-t")
+        .map(|w| w[1].parse::<usize>().unwrap())
+        .product();
+    assert!(out.contains(&format!("number of transactions actually processed: {expected}/{expected}")), "{out}");
+    assert!(max <= 10, "{max} server connections for a pool of 10 ({mode:?} {args:?})");
+    assert!(max >= 1, "the watcher saw no server connection at all");
+}
+
+use pgbalancer_config::PoolMode::{Session, Transaction};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_transaction_mode_simple() {
+    pgbench_run(Transaction, &["-c", "50", "-j", "2", "-t", "20", "-M", "simple"]).await;
+    pgbench_run(Transaction, &["-S", "-c", "50", "-j", "2", "-t", "40", "-M", "simple"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_transaction_mode_extended() {
+    pgbench_run(Transaction, &["-c", "50", "-j", "2", "-t", "20", "-M", "extended"]).await;
+    pgbench_run(Transaction, &["-S", "-c", "50", "-j", "2", "-t", "40", "-M", "extended"]).await;
+}
+
+/// Session mode: each client holds a server for its whole session, so 50
+/// clients on a pool of 10 take turns. pgbench connects and (with
+/// `-M prepared`) prepares with blocking libpq calls, so a client waiting
+/// for a server would stall every other client of its thread — with any
+/// pooler. One thread per client (`-j 50`) keeps the test about pgbalancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_session_mode_all_protocols() {
+    for m in ["simple", "extended", "prepared"] {
+        pgbench_run(Session, &["-c", "50", "-j", "50", "-t", "10", "-M", m]).await;
+        pgbench_run(Session, &["-S", "-C", "-c", "50", "-j", "50", "-t", "10", "-M", m]).await;
+    }
+}
+
+/// Scenario 48: -S with 100 clients on a pool of 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_select_only_100_clients_pool_10() {
+    pgbench_run(Transaction, &["-S", "-c", "100", "-j", "2", "-t", "20", "-M", "extended"]).await;
+}
