@@ -45,7 +45,9 @@ fn pool_settings(c: &Config) -> PoolSettings {
 impl ProxyHandle {
     /// Binds every listen address and starts serving.
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
-        let users = UserDb::from_config(&config)?;
+        let mut dummy_secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut dummy_secret);
+        let users = UserDb::from_config(&config, dummy_secret)?;
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let mut listeners = Vec::new();
         for host in config.listen_hosts() {
@@ -87,7 +89,7 @@ impl ProxyHandle {
     /// connections; new sizes and timeouts apply from the next checkout.
     /// Listen addresses and ports change only with a restart.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
-        let users = UserDb::from_config(&config)?;
+        let users = UserDb::from_config(&config, self.shared.users.load().dummy_secret)?;
         let old = self.shared.config.load();
         if old.listen_addresses != config.listen_addresses || old.port != config.port {
             tracing::warn!("listen_addresses and port changes need a restart; keeping the current listeners");

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 
 use pgbalancer_config::Config;
-use rand::RngCore;
-
 use crate::auth::scram::Verifier;
 
 pub(crate) struct UserAuth {
@@ -29,7 +27,10 @@ pub struct UserError {
 }
 
 impl UserDb {
-    pub fn from_config(config: &Config) -> Result<UserDb, UserError> {
+    /// `dummy_secret` must stay the same for the life of the process (a
+    /// reload keeps it): a fake verifier whose salt changed between two
+    /// logins would give an unknown user away.
+    pub fn from_config(config: &Config, dummy_secret: [u8; 32]) -> Result<UserDb, UserError> {
         let mut users = HashMap::new();
         for (index, u) in config.users.iter().enumerate() {
             let Some(pw) = &u.password else { continue };
@@ -41,8 +42,6 @@ impl UserDb {
             };
             users.insert(u.name.clone(), auth);
         }
-        let mut dummy_secret = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut dummy_secret);
         Ok(UserDb { users, dummy_secret })
     }
 }
