@@ -570,3 +570,32 @@ async fn check_config_warnings_name_the_file_once() {
     let line = stderr.lines().find(|l| l.contains("file mode")).unwrap_or_else(|| panic!("no file-mode warning: {stderr}"));
     assert_eq!(line.matches(&file).count(), 1, "the file is named more than once: {line}");
 }
+
+/// The seed's logging keys: `log_connections`, `log_disconnections` and
+/// `log_statement` each produce their lines; `log_format: json` makes every
+/// line a JSON object; the password never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_statement_logs_in_json() {
+    let db = fresh_db("logs");
+    let port = free_port();
+    let yaml = config_yaml(
+        port,
+        primary_port(),
+        "log_connections: true\nlog_disconnections: true\nlog_statement: true\nlog_format: json",
+    );
+    let mut d = Daemon::spawn(port, &yaml);
+    d.wait_ready(&db).await;
+    let (c, conn) = d.connect(&db).await;
+    one(&c, "SELECT 'marker-4711'").await.expect("query");
+    drop(c);
+    let _ = conn.await;
+    d.wait_log("disconnection", 2).await;
+    let log = d.log();
+    assert!(log.contains("connection received"), "{log}");
+    assert!(log.contains("connection authorized"), "{log}");
+    assert!(log.contains("marker-4711"), "log_statement line missing: {log}");
+    assert!(!log.contains(APP_PASSWORD), "password in the log");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
+    }
+}
