@@ -1,7 +1,8 @@
 //! Processes we start must not outlive us: eager cleanup on drop, and the watchdog when the
 //! owning process is SIGKILLed.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::sync::mpsc;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +68,11 @@ fn cleanup_child_entry() {
         .nodes()
         .map(|n| n.postmaster_pid().unwrap().to_string())
         .collect();
-    println!("READY {} {}", c.dir().display(), pids.join(" "));
+    // Write to the real stdout: libtest's capture would swallow println!.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "READY {} {}", c.dir().display(), pids.join(" ")).unwrap();
+    out.flush().unwrap();
+    drop(out);
     loop {
         std::thread::sleep(Duration::from_secs(60));
     }
@@ -83,16 +88,26 @@ fn sigkilled_owner_is_cleaned_up_by_watchdog() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("READY ") => break line,
-            Some(Ok(_)) => continue,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("child exited before READY: {other:?}");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) if l.starts_with("READY ") => {
+                    let _ = tx.send(l);
+                    return;
+                }
+                Ok(_) => continue,
+                Err(_) => return,
             }
+        }
+    });
+    let ready = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not report READY: {e}");
         }
     };
     let mut parts = ready.split_whitespace().skip(1);

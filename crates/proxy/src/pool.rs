@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 use crate::error::PoolError;
 use crate::server::{ServerConn, ServerLogin};
 
+/// Server parameters as (name, value), in the server's spelling.
+pub type ParamList = Vec<(String, String)>;
+
 /// Settings every pool reads on each use; swapped whole on reload.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -45,6 +48,8 @@ pub struct PoolStats {
     pub wait_timeouts: AtomicU64,
 }
 
+// The connection moves by value; boxing would allocate per hand-over.
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     Conn(ServerGuard),
     Slot(Slot),
@@ -69,7 +74,7 @@ pub struct Pool {
     inner: Mutex<Inner>,
     /// ParameterStatus set of the first fresh server connection, before any
     /// client's settings: what later logins report without a server.
-    initial_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    initial_params: Mutex<Option<Arc<ParamList>>>,
     pub stats: PoolStats,
 }
 
@@ -92,7 +97,7 @@ impl Pool {
     }
 
     /// The parameters a fresh server of this pool reports, once known.
-    pub fn initial_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn initial_params(&self) -> Option<Arc<ParamList>> {
         self.initial_params.lock().unwrap().clone()
     }
 

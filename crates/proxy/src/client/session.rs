@@ -20,6 +20,8 @@ use crate::server::ServerEvent;
 use crate::{Phase, Shared};
 
 /// Whether the client holds a server connection.
+// Linked is large; boxing it would allocate on every checkout.
+#[allow(clippy::large_enum_variant)]
 pub enum Link {
     Idle,
     Linked(ServerGuard),
