@@ -440,7 +440,8 @@ impl Cluster {
         });
 
         let primary = Node::new(&ctx, "primary", free_port()?);
-        let replica_names: Vec<String> = (1..=opts.replicas).map(|i| format!("replica{i}")).collect();
+        let replica_names: Vec<String> =
+            (1..=opts.replicas).map(|i| format!("replica{i}")).collect();
         let mut dirs = vec![primary.data_dir.clone()];
         dirs.extend(replica_names.iter().map(|n| ctx.dir.join(n)));
         let watchdog = Watchdog::spawn(&ctx, &dirs)?;
@@ -457,9 +458,15 @@ impl Cluster {
 
         // Primary.
         let mut cmd = ctx.server_cmd("initdb");
-        cmd.arg("-D")
-            .arg(&cluster.primary.data_dir)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "-E", "UTF8", "--locale=C", "-N"]);
+        cmd.arg("-D").arg(&cluster.primary.data_dir).args([
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        ]);
         run(cmd, "initdb")?;
         append_file(
             &cluster.primary.data_dir.join("postgresql.conf"),
@@ -481,7 +488,9 @@ impl Cluster {
                 .arg(&node.data_dir)
                 .args(["-h", HOST, "-p"])
                 .arg(cluster.primary.port.to_string())
-                .args(["-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-N", "-C", "-S"])
+                .args([
+                    "-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-N", "-C", "-S",
+                ])
                 .arg(name);
             run(cmd, &format!("pg_basebackup ({name})"))?;
             cluster.replicas.push(node.clone());
@@ -532,7 +541,9 @@ impl Cluster {
         let _g = self.admin_lock.lock().unwrap_or_else(|e| e.into_inner());
         let tag = "$pgcluster_role$";
         if name.contains(tag) || password.contains(tag) {
-            return Err(Error::Other(format!("role name/password must not contain {tag}")));
+            return Err(Error::Other(format!(
+                "role name/password must not contain {tag}"
+            )));
         }
         let n = quote_literal(name);
         let p = quote_literal(password);
@@ -672,7 +683,8 @@ impl Drop for Cluster {
 /// With the startup error if the cluster cannot start (every later call panics the same way).
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| Cluster::start(ClusterOptions::default()).map_err(|e| e.to_string()))
+    match SHARED
+        .get_or_init(|| Cluster::start(ClusterOptions::default()).map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => panic!("pgcluster: could not start the shared PostgreSQL cluster: {e}"),
@@ -830,11 +842,16 @@ fn postgres_ids() -> Result<(u32, u32), Error> {
 }
 
 fn find_runuser() -> PathBuf {
-    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("runuser"))
+    [
+        "/usr/sbin/runuser",
+        "/sbin/runuser",
+        "/usr/bin/runuser",
+        "/bin/runuser",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| PathBuf::from("runuser"))
 }
 
 /// SQL string literal.

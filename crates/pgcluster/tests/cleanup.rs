@@ -2,9 +2,9 @@
 //! owning process is SIGKILLed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::sync::mpsc;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pgcluster::{Cluster, ClusterOptions};
@@ -16,7 +16,10 @@ fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // "pid (comm) S ..." — comm may contain spaces/parens; state follows the last ')'.
-            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
             !state.starts_with('Z') && !state.starts_with('X')
         }
         Err(_) => false,
@@ -47,7 +50,10 @@ fn drop_stops_everything() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(c.psql(&c.primary, "postgres", "SHOW work_mem").unwrap(), "8MB");
+    assert_eq!(
+        c.psql(&c.primary, "postgres", "SHOW work_mem").unwrap(),
+        "8MB"
+    );
     let pid = c.primary.postmaster_pid().unwrap();
     assert!(alive(pid));
     let dir = c.dir().to_path_buf();
@@ -70,7 +76,7 @@ fn cleanup_child_entry() {
         .collect();
     // Write to the real stdout: libtest's capture would swallow println!.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "READY {} {}", c.dir().display(), pids.join(" ")).unwrap();
+    writeln!(out, "\nREADY {} {}", c.dir().display(), pids.join(" ")).unwrap();
     out.flush().unwrap();
     drop(out);
     loop {
@@ -81,7 +87,12 @@ fn cleanup_child_entry() {
 #[test]
 fn sigkilled_owner_is_cleaned_up_by_watchdog() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "cleanup_child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "cleanup_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -93,8 +104,9 @@ fn sigkilled_owner_is_cleaned_up_by_watchdog() {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             match line {
-                Ok(l) if l.starts_with("READY ") => {
-                    let _ = tx.send(l);
+                // libtest may print "test name ... " on the same line first.
+                Ok(l) if l.contains("READY ") => {
+                    let _ = tx.send(l[l.find("READY ").unwrap()..].to_string());
                     return;
                 }
                 Ok(_) => continue,
