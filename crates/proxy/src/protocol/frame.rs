@@ -158,6 +158,6 @@ mod tests {
         assert_eq!(f.next(), Some(Ok((b'S', &b""[..]))));
         assert_eq!(f.next(), Some(Ok((b'Q', &b"a\0"[..]))));
         assert_eq!(f.next(), None);
-        assert_eq!(f.consumed(), 11);
+        assert_eq!(f.consumed(), 12);
     }
 }

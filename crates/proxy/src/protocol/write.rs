@@ -208,6 +208,6 @@ mod tests {
     fn startup_message_layout() {
         let mut b = BytesMut::new();
         startup_message(&mut b, [("user", "u")]);
-        assert_eq!(&b[..], b"\0\0\0\x11\0\x03\0\0user\0u\0\0");
+        assert_eq!(&b[..], b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
     }
 }
