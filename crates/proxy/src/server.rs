@@ -289,6 +289,12 @@ impl ServerConn {
         self.read_buf.split_to(n)
     }
 
+    /// True while part of a streamed-through message is still to come:
+    /// the client has seen its start, so nothing else may be written to it.
+    pub fn mid_message(&self) -> bool {
+        self.stream_remaining > 0
+    }
+
     /// Bytes read but not yet scanned.
     pub fn buffered(&self) -> usize {
         self.read_buf.len()

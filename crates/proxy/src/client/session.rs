@@ -318,18 +318,24 @@ impl Session {
     /// The server connection broke while this client held it: tell the
     /// client (as PostgreSQL would when its backend dies) and drop it.
     async fn server_lost(&mut self) {
+        let mut mid_message = false;
         if let Link::Linked(mut guard) = std::mem::replace(&mut self.link, Link::Idle) {
             guard.set_clean(false);
             self.cancel.slot.clear_now();
-            // Forward whatever complete bytes arrived (often the server's
-            // own FATAL explaining why).
+            // Forward whatever arrived (often the server's own FATAL
+            // explaining why).
             let conn = guard.conn();
             let (end, _) = conn.scan(0).unwrap_or((0, None));
             let bytes = conn.take(end);
+            mid_message = conn.mid_message();
             drop(guard);
             let _ = self.client.write_all(&bytes).await;
         }
-        self.client.fatal(sqlstate::CONNECTION_FAILURE, "server connection lost").await;
+        // Cut inside a message, the client could not frame anything more:
+        // closing is all that is left.
+        if !mid_message {
+            self.client.fatal(sqlstate::CONNECTION_FAILURE, "server connection lost").await;
+        }
     }
 
     /// Leaves the server connection clean (session mode reset) or closes it.
