@@ -125,3 +125,52 @@ async fn pgbench_session_mode_all_protocols() {
 async fn pgbench_select_only_100_clients_pool_10() {
     pgbench_run(Transaction, &["-S", "-c", "100", "-j", "2", "-t", "20", "-M", "extended"]).await;
 }
+
+/// A client pipelining many queries with large answers (reading while it
+/// writes, as libpq's pipeline mode does) gets every answer: ~14 MB of
+/// queries and ~12 MB of rows cross pgbalancer in both directions at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_pipeline_with_large_answers_does_not_deadlock() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_db("pipeline");
+    let mut cfg = base_config();
+    cfg.auth_type = pgbalancer_config::AuthType::Trust;
+    let proxy = TestProxy::start(cfg).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    const QUERIES: usize = 4000;
+    let writer = tokio::spawn(async move {
+        wr.write_all(&common::raw::startup(&[("user", "postgres"), ("database", &db)])).await.unwrap();
+        let padding = "-".repeat(2000);
+        let mut batch = Vec::new();
+        for i in 0..QUERIES {
+            batch.extend(common::raw::query(&format!("SELECT {i}, repeat('x', 3000) /* {padding} */")));
+        }
+        wr.write_all(&batch).await.unwrap();
+        wr
+    });
+    let reader = async {
+        let mut ready = 0;
+        let mut buf = bytes::BytesMut::new();
+        while ready < QUERIES + 1 {
+            if rd.read_buf(&mut buf).await.unwrap() == 0 {
+                panic!("closed after {ready} ReadyForQuery");
+            }
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < len + 1 {
+                    break;
+                }
+                let msg = buf.split_to(len + 1);
+                assert_ne!(msg[0], b'E', "error: {:?}", String::from_utf8_lossy(&msg));
+                if msg[0] == b'Z' {
+                    ready += 1;
+                }
+            }
+        }
+        ready
+    };
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(60), reader).await.expect("pipeline deadlocked");
+    assert_eq!(ready, QUERIES + 1);
+    writer.await.unwrap();
+}

@@ -20,6 +20,10 @@ use crate::protocol::{auth_code, be, write, TxStatus};
 /// is streamed through without buffering.
 const INSPECT_CAP: usize = 1 << 20;
 
+/// How much of a server's output is buffered while a client's batch is
+/// still being written to it.
+pub const READ_WHILE_WRITING_CAP: usize = 16 << 20;
+
 /// How pgbalancer proves itself to the server.
 #[derive(Clone)]
 pub enum ServerSecret {
@@ -234,6 +238,33 @@ impl ServerConn {
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
         self.stream.write_all(bytes).await.map_err(ServerError::from)
+    }
+
+    /// Writes `bytes` while reading whatever the server sends meanwhile into
+    /// the read buffer (up to [`READ_WHILE_WRITING_CAP`]), so a long client
+    /// pipeline cannot deadlock with a server blocked on sending its
+    /// answers. Returns whether anything was read.
+    pub async fn write_all_reading(&mut self, mut bytes: &[u8]) -> Result<bool, ServerError> {
+        let mut read_any = false;
+        let (mut rd, mut wr) = self.stream.split();
+        while !bytes.is_empty() {
+            if self.read_buf.len() >= READ_WHILE_WRITING_CAP {
+                wr.write_all(bytes).await?;
+                break;
+            }
+            self.read_buf.reserve(8192);
+            tokio::select! {
+                r = wr.write(bytes) => match r? {
+                    0 => return Err(ServerError::Closed),
+                    n => bytes = &bytes[n..],
+                },
+                r = rd.read_buf(&mut self.read_buf) => match r? {
+                    0 => return Err(ServerError::Closed),
+                    _ => read_any = true,
+                },
+            }
+        }
+        Ok(read_any)
     }
 
     /// Walks the buffered bytes from `from` message by message, streaming through what

@@ -228,9 +228,13 @@ impl Session {
             let bytes = self.client.read_buf.split_to(end);
             let Link::Linked(guard) = &mut self.link else { unreachable!("linked above") };
             guard.set_clean(false);
-            if let Err(e) = guard.conn().write_all(&bytes).await {
-                self.server_lost().await;
-                return Err(e.into());
+            match guard.conn().write_all_reading(&bytes).await {
+                Ok(true) => self.forward_server().await?,
+                Ok(false) => {}
+                Err(e) => {
+                    self.server_lost().await;
+                    return Err(e.into());
+                }
             }
         }
         if terminate {
