@@ -595,10 +595,12 @@ impl Cluster {
     }
 
     /// Wait (up to 30 s) until every running, still-in-recovery replica has replayed the
-    /// primary's `pg_current_wal_lsn()` as of this call. Stopped replicas and promoted ones are
+    /// primary's `pg_current_wal_insert_lsn()` as of this call (the insert position, not
+    /// the write position: with `synchronous_commit=off` a commit record can still sit in WAL
+    /// buffers, before the write position). Stopped replicas and promoted ones are
     /// skipped.
     pub fn wait_replicas_caught_up(&self) -> Result<(), Error> {
-        let lsn = self.psql(&self.primary, "postgres", "SELECT pg_current_wal_lsn()")?;
+        let lsn = self.psql(&self.primary, "postgres", "SELECT pg_current_wal_insert_lsn()")?;
         let deadline = Instant::now() + WAIT_DEADLINE;
         let sql = format!(
             "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn, false)"
