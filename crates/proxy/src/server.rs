@@ -13,6 +13,7 @@ use crate::auth::{md5, scram};
 use crate::error::ServerError;
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::read::{self, ErrorFields};
+use crate::protocol::flow::Flow;
 use crate::protocol::{auth_code, be, write, TxStatus};
 
 /// Largest server message pgbalancer buffers whole to look into (login
@@ -272,7 +273,8 @@ impl ServerConn {
     /// forward and stops right after a ReadyForQuery (so the caller can
     /// decide about the connection before anything later is read), or at an
     /// incomplete message that must be inspected.
-    pub fn scan(&mut self, from: usize) -> Result<(usize, Option<ServerEvent>), ServerError> {
+    /// Every message's type is fed to `flow`.
+    pub fn scan(&mut self, from: usize, flow: &mut Flow) -> Result<(usize, Option<ServerEvent>), ServerError> {
         let buf = &self.read_buf[..];
         let mut pos = from;
         loop {
@@ -298,6 +300,7 @@ impl ServerConn {
                     }
                     let body = &rest[HEADER_LEN..h.total_len];
                     pos += h.total_len;
+                    flow.server(h.tag);
                     if h.tag == be::READY_FOR_QUERY {
                         let status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
                         self.tx_status = status;
@@ -308,6 +311,7 @@ impl ServerConn {
                     return Ok((pos, Some(ServerEvent::ParameterChanged)));
                 }
                 _ => {
+                    flow.server(h.tag);
                     pos += HEADER_LEN;
                     self.stream_remaining = h.body_len();
                 }

@@ -14,6 +14,7 @@ use super::params::ClientParams;
 use crate::cancel::{CancelTarget, Registration};
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
+use crate::protocol::flow::Flow;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{fe, read, sqlstate, TxStatus};
 use crate::server::ServerEvent;
@@ -47,11 +48,11 @@ pub struct Session {
     pub cancel: Registration,
     pub mode: PoolMode,
     pub phase: watch::Receiver<Phase>,
-    /// ReadyForQuery messages the server still owes (one per Query,
-    /// FunctionCall and Sync forwarded).
-    rfq_pending: usize,
-    /// An extended-protocol batch was started and not closed by Sync.
-    batch_open: bool,
+    /// What the server still owes this client.
+    flow: Flow,
+    /// The client sent Terminate while replies were owed: answer them, then
+    /// close.
+    terminating: bool,
     /// Bytes still missing from the message at the head of the client buffer.
     read_hint: usize,
 }
@@ -89,8 +90,8 @@ impl Session {
             cancel,
             mode,
             phase,
-            rfq_pending: 0,
-            batch_open: false,
+            flow: Flow::default(),
+            terminating: false,
             read_hint: 0,
         }
     }
@@ -110,28 +111,38 @@ impl Session {
                     return Ok(exit);
                 }
             }
-            let waiting_on_client = self.rfq_pending == 0;
+            if self.terminating && self.flow.owes_nothing() {
+                return Ok(Exit::ClientLeft);
+            }
+            let waiting_on_client = self.flow.owes_nothing() && !self.flow.in_copy_in();
             let tx = match &mut self.link {
                 Link::Linked(g) => g.conn().tx_status,
                 Link::Idle => TxStatus::Idle,
             };
             let phase = *self.phase.borrow();
             if phase == Phase::Stopping
-                || (phase == Phase::Draining && waiting_on_client && !self.batch_open && tx == TxStatus::Idle)
+                || (phase == Phase::Draining && self.flow.is_settled() && tx == TxStatus::Idle)
             {
                 self.client.fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgbalancer is shutting down").await;
                 return Ok(Exit::Closed);
             }
             let timeout = {
                 let cfg = self.shared.config.load();
-                match (waiting_on_client, tx) {
+                match (waiting_on_client && !self.terminating, tx) {
                     (false, _) => Duration::ZERO,
                     (true, TxStatus::Idle) => cfg.client_idle_timeout,
                     (true, _) => cfg.idle_transaction_timeout,
                 }
             };
             let wake = {
-                let Session { client, link, phase, read_hint, .. } = self;
+                let Session { client, link, phase, read_hint, terminating, .. } = self;
+                let client_read = async {
+                    if *terminating {
+                        std::future::pending().await
+                    } else {
+                        client.fill(*read_hint).await
+                    }
+                };
                 let server_read = async {
                     match link {
                         Link::Linked(g) => g.conn().fill().await,
@@ -139,7 +150,7 @@ impl Session {
                     }
                 };
                 tokio::select! {
-                    r = client.fill(*read_hint) => Wake::Client(r),
+                    r = client_read => Wake::Client(r),
                     r = server_read => Wake::Server(r),
                     _ = sleep_unless_zero(timeout) => Wake::Timeout,
                     r = phase.changed() => {
@@ -181,44 +192,34 @@ impl Session {
         let log_statement = self.shared.config.load().log_statement;
         let mut end = 0;
         let mut terminate = false;
+        let mut bad_frame = None;
         self.read_hint = 0;
+        if matches!(self.link, Link::Idle) {
+            self.drop_stray_copy_messages(large);
+        }
         loop {
             let buf = &self.client.read_buf[end..];
             let h = match frame::peek_frontend(buf, large) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
-                    let msg = match e {
-                        FrameError::UnknownType { tag } => format!("invalid frontend message type {tag}"),
-                        e => e.to_string(),
-                    };
-                    self.client.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
-                    return Err(ClientError::Frame(e).into());
+                    bad_frame = Some(e);
+                    break;
                 }
             };
             if buf.len() < h.total_len {
                 self.read_hint = h.total_len - buf.len();
                 break;
             }
-            match h.tag {
-                fe::TERMINATE => {
-                    terminate = true;
-                    break;
-                }
-                fe::QUERY | fe::FUNCTION_CALL => {
-                    self.rfq_pending += 1;
-                    if log_statement && h.tag == fe::QUERY {
-                        let text = read::query_text(&buf[frame::HEADER_LEN..h.total_len]).unwrap_or("<invalid>");
-                        tracing::info!(user = %self.user, database = %self.database, "statement: {text}");
-                    }
-                }
-                fe::SYNC => {
-                    self.rfq_pending += 1;
-                    self.batch_open = false;
-                }
-                fe::PARSE | fe::BIND | fe::EXECUTE | fe::DESCRIBE | fe::CLOSE => self.batch_open = true,
-                _ => {}
+            if h.tag == fe::TERMINATE {
+                terminate = true;
+                break;
             }
+            if log_statement && h.tag == fe::QUERY {
+                let text = read::query_text(&buf[frame::HEADER_LEN..h.total_len]).unwrap_or("<invalid>");
+                tracing::info!(user = %self.user, database = %self.database, "statement: {text}");
+            }
+            self.flow.client(h.tag);
             end += h.total_len;
         }
         if end > 0 {
@@ -237,10 +238,36 @@ impl Session {
                 }
             }
         }
+        if let Some(e) = bad_frame {
+            let msg = match e {
+                FrameError::UnknownType { tag } => format!("invalid frontend message type {tag}"),
+                e => e.to_string(),
+            };
+            self.client.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
+            return Err(ClientError::Frame(e).into());
+        }
         if terminate {
-            return Ok(Some(Exit::ClientLeft));
+            self.client.read_buf.clear();
+            if self.flow.owes_nothing() {
+                return Ok(Some(Exit::ClientLeft));
+            }
+            // Like PostgreSQL, answer what came before the Terminate first.
+            self.terminating = true;
         }
         Ok(None)
+    }
+
+    /// CopyData, CopyDone and CopyFail outside a COPY (a client finishing a
+    /// COPY the server already failed) are ignored, as PostgreSQL does;
+    /// they must not take a server from the pool.
+    fn drop_stray_copy_messages(&mut self, large: usize) {
+        while let Ok(Some(h)) = frame::peek_frontend(&self.client.read_buf, large) {
+            let stray = matches!(h.tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL);
+            if !stray || self.client.read_buf.len() < h.total_len {
+                return;
+            }
+            let _ = self.client.read_buf.split_to(h.total_len);
+        }
     }
 
     /// Makes sure the client holds a server, taking one from the pool and
@@ -272,7 +299,7 @@ impl Session {
         let mut pos = 0;
         let mut release = false;
         loop {
-            let (end, event) = match conn.scan(pos) {
+            let (end, event) = match conn.scan(pos, &mut self.flow) {
                 Ok(r) => r,
                 Err(e) => {
                     self.server_lost().await;
@@ -292,12 +319,7 @@ impl Session {
                     }
                 }
                 Some(ServerEvent::ReadyForQuery(status)) => {
-                    self.rfq_pending = self.rfq_pending.saturating_sub(1);
-                    if self.mode == PoolMode::Transaction
-                        && self.rfq_pending == 0
-                        && !self.batch_open
-                        && status == TxStatus::Idle
-                    {
+                    if self.mode == PoolMode::Transaction && self.flow.is_settled() && status == TxStatus::Idle {
                         release = true;
                         break;
                     }
@@ -313,7 +335,7 @@ impl Session {
             self.cancel.slot.clear().await;
             self.link = Link::Idle;
             self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        } else if self.rfq_pending == 0 && !self.batch_open && conn.tx_status == TxStatus::Idle {
+        } else if self.flow.is_settled() && conn.tx_status == TxStatus::Idle {
             guard.set_clean(true);
         }
         self.client.write_all(&bytes).await.map_err(Error::from)
@@ -329,7 +351,7 @@ impl Session {
             // Forward whatever arrived (often the server's own FATAL
             // explaining why).
             let conn = guard.conn();
-            let (end, _) = conn.scan(0).unwrap_or((0, None));
+            let (end, _) = conn.scan(0, &mut Flow::default()).unwrap_or((0, None));
             let bytes = conn.take(end);
             mid_message = conn.mid_message();
             drop(guard);
@@ -348,7 +370,7 @@ impl Session {
         self.cancel.slot.clear_now();
         let idle = {
             let c = guard.conn();
-            self.rfq_pending == 0 && !self.batch_open && c.tx_status == TxStatus::Idle && c.buffered() == 0
+            self.flow.is_settled() && c.tx_status == TxStatus::Idle && c.buffered() == 0
         };
         if !idle {
             guard.set_clean(false);

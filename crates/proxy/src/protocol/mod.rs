@@ -8,6 +8,7 @@
 //!   to a caller's buffer and patches the length.
 //! * [`read`]: decoders for the few server messages pgbalancer must look into.
 
+pub mod flow;
 pub mod frame;
 pub mod read;
 pub mod startup;

@@ -1,0 +1,283 @@
+//! Which replies a server still owes, worked out from the message types
+//! forwarded to it and the types it sends back. This decides when a server
+//! connection may go back to the pool; it follows PostgreSQL's rules:
+//!
+//! * each extended-protocol message (Parse, Bind, Describe, Execute, Close)
+//!   completes with one reply; after an error in one, the server discards
+//!   everything until Sync (Query and FunctionCall included);
+//! * Query and FunctionCall complete at their ReadyForQuery, Sync at its own;
+//! * during COPY IN the server ignores Sync and Flush until CopyDone or
+//!   CopyFail;
+//! * until a Sync, an extended batch keeps state on the server (implicit
+//!   transaction, unnamed portal) even when every reply has arrived.
+
+use std::collections::VecDeque;
+
+use super::{be, fe};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Parse,
+    Bind,
+    Close,
+    Describe,
+    Execute,
+    Query,
+    FunctionCall,
+    Sync,
+    /// The client's CopyDone/CopyFail: no reply of its own, a marker.
+    CopyEnd,
+}
+
+impl Owed {
+    fn is_extended(self) -> bool {
+        matches!(self, Owed::Parse | Owed::Bind | Owed::Close | Owed::Describe | Owed::Execute)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Flow {
+    owed: VecDeque<Owed>,
+    /// Extended messages sent since the last Sync.
+    batch_open: bool,
+    /// The server is in COPY IN and the client has not ended it yet.
+    copy_in: bool,
+    /// An extended message failed and no Sync has been forwarded since:
+    /// the server discards what the client sends until one.
+    ignore_till_sync: bool,
+}
+
+impl Flow {
+    /// A message of type `tag` was forwarded to the server.
+    pub fn client(&mut self, tag: u8) {
+        if self.ignore_till_sync {
+            if tag == fe::SYNC {
+                self.ignore_till_sync = false;
+                self.batch_open = false;
+                self.owed.push_back(Owed::Sync);
+            }
+            return;
+        }
+        let owed = match tag {
+            fe::PARSE => Owed::Parse,
+            fe::BIND => Owed::Bind,
+            fe::CLOSE => Owed::Close,
+            fe::DESCRIBE => Owed::Describe,
+            fe::EXECUTE => Owed::Execute,
+            fe::QUERY => Owed::Query,
+            fe::FUNCTION_CALL => Owed::FunctionCall,
+            fe::SYNC if self.copy_in => return,
+            fe::SYNC => {
+                self.batch_open = false;
+                Owed::Sync
+            }
+            fe::COPY_DONE | fe::COPY_FAIL if self.copy_in => {
+                self.copy_in = false;
+                return;
+            }
+            fe::COPY_DONE | fe::COPY_FAIL => Owed::CopyEnd,
+            _ => return,
+        };
+        if owed.is_extended() {
+            self.batch_open = true;
+        }
+        self.owed.push_back(owed);
+    }
+
+    /// The server sent a message of type `tag`.
+    pub fn server(&mut self, tag: u8) {
+        self.drop_markers();
+        if tag == be::ERROR_RESPONSE {
+            // Any error ends a COPY on the server side.
+            self.copy_in = false;
+        }
+        let Some(&front) = self.owed.front() else { return };
+        match tag {
+            be::PARSE_COMPLETE if front == Owed::Parse => self.pop(),
+            be::BIND_COMPLETE if front == Owed::Bind => self.pop(),
+            be::CLOSE_COMPLETE if front == Owed::Close => self.pop(),
+            be::ROW_DESCRIPTION | be::NO_DATA if front == Owed::Describe => self.pop(),
+            be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED if front == Owed::Execute => {
+                self.pop()
+            }
+            be::ERROR_RESPONSE if front.is_extended() => {
+                self.pop();
+                self.discard_until_sync();
+            }
+            be::COPY_IN_RESPONSE if matches!(front, Owed::Execute | Owed::Query) => self.copy_in_started(),
+            be::READY_FOR_QUERY => {
+                // Completes the first Query, FunctionCall or Sync; anything
+                // before it that is still listed was answered already.
+                while let Some(o) = self.owed.pop_front() {
+                    if matches!(o, Owed::Query | Owed::FunctionCall | Owed::Sync) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pop(&mut self) {
+        self.owed.pop_front();
+        self.drop_markers();
+    }
+
+    fn drop_markers(&mut self) {
+        while self.owed.front() == Some(&Owed::CopyEnd) {
+            self.owed.pop_front();
+        }
+    }
+
+    /// The server now ignores messages until a Sync: forget what it will
+    /// not answer.
+    fn discard_until_sync(&mut self) {
+        while let Some(&o) = self.owed.front() {
+            if o == Owed::Sync {
+                return;
+            }
+            self.owed.pop_front();
+        }
+        self.ignore_till_sync = true;
+    }
+
+    /// COPY IN began for the front message: Syncs sent after it and before
+    /// the client's CopyDone/CopyFail are ignored by the server.
+    fn copy_in_started(&mut self) {
+        let end = self.owed.iter().skip(1).position(|&o| o == Owed::CopyEnd).map(|p| p + 1);
+        let upto = end.unwrap_or(self.owed.len());
+        let mut i = 1;
+        let mut limit = upto;
+        while i < limit {
+            if self.owed[i] == Owed::Sync {
+                self.owed.remove(i);
+                limit -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        if end.is_none() {
+            self.copy_in = true;
+        }
+    }
+
+    /// Nothing is owed: the server is waiting for the client.
+    pub fn owes_nothing(&self) -> bool {
+        self.owed.iter().all(|&o| o == Owed::CopyEnd) && !self.ignore_till_sync
+    }
+
+    /// The server holds nothing of an unfinished exchange: no reply owed,
+    /// no unsynced batch, no COPY in progress. With ReadyForQuery 'I' this
+    /// makes the connection reusable by another client.
+    pub fn is_settled(&self) -> bool {
+        self.owes_nothing() && !self.batch_open && !self.copy_in
+    }
+
+    /// The client is expected to send COPY data now.
+    pub fn in_copy_in(&self) -> bool {
+        self.copy_in
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(client: &[u8], server: &[u8]) -> Flow {
+        let mut f = Flow::default();
+        for &t in client {
+            f.client(t);
+        }
+        for &t in server {
+            f.server(t);
+        }
+        f
+    }
+
+    #[test]
+    fn simple_query() {
+        assert!(run(b"Q", b"TDCZ").is_settled());
+        assert!(!run(b"Q", b"TDC").is_settled());
+        assert!(run(b"QQ", b"CZCZ").is_settled());
+        assert!(!run(b"QQ", b"CZ").is_settled());
+    }
+
+    #[test]
+    fn extended_batch_needs_sync() {
+        assert!(run(b"PBDES", b"12TDCZ").is_settled());
+        let f = run(b"PBEH", b"12C");
+        assert!(f.owes_nothing());
+        assert!(!f.is_settled(), "unsynced batch keeps server state");
+    }
+
+    #[test]
+    fn error_in_batch_discards_until_sync() {
+        // Parse fails: Bind, Execute and a Query before the Sync get no reply.
+        assert!(run(b"PBEQS", b"EZ").is_settled());
+        // The same, with the Query and Sync sent after the error arrived.
+        let mut f = run(b"P", b"E");
+        assert!(!f.is_settled());
+        f.client(b'Q');
+        f.client(b'S');
+        f.server(b'Z');
+        assert!(f.is_settled());
+    }
+
+    #[test]
+    fn error_in_simple_query_does_not_discard() {
+        assert!(!run(b"QQ", b"EZ").is_settled());
+        assert!(run(b"QQ", b"EZCZ").is_settled());
+    }
+
+    #[test]
+    fn query_after_successful_batch_part() {
+        // Parse ok, then the Query fails on its own: its Z still comes.
+        let f = run(b"PQS", b"1EZ");
+        assert!(!f.is_settled());
+        assert!(run(b"PQS", b"1EZZ").is_settled());
+    }
+
+    #[test]
+    fn copy_in_ignores_syncs_until_done() {
+        // libpq/tokio-postgres: Bind/Execute/Sync, data, CopyDone, Sync.
+        let mut f = run(b"BES", b"2G");
+        assert!(f.in_copy_in());
+        for t in *b"ddcS" {
+            f.client(t);
+        }
+        assert!(!f.is_settled());
+        for t in *b"CZ" {
+            f.server(t);
+        }
+        assert!(f.is_settled());
+        // The whole exchange pipelined before the server answered.
+        assert!(run(b"BESddcS", b"2GCZ").is_settled());
+    }
+
+    #[test]
+    fn simple_copy_in() {
+        assert!(run(b"Qddc", b"GCZ").is_settled());
+        // A failed COPY: the server is done with it; the client's late
+        // data and CopyDone change nothing.
+        let mut f = run(b"Qdd", b"GEZ");
+        assert!(f.is_settled());
+        f.client(b'd');
+        f.client(b'c');
+        assert!(f.is_settled());
+    }
+
+    #[test]
+    fn copy_in_failure_in_extended_mode_waits_for_sync() {
+        let mut f = run(b"BES", b"2GE");
+        f.client(b'c');
+        assert!(!f.is_settled());
+        f.client(b'S');
+        f.server(b'Z');
+        assert!(f.is_settled());
+    }
+
+    #[test]
+    fn async_messages_change_nothing() {
+        assert!(run(b"Q", b"NASCZ").is_settled());
+    }
+}
