@@ -7,7 +7,7 @@ use super::conn::ClientConn;
 use crate::auth::scram::{self, ServerExchange, Verifier};
 use crate::error::ClientError;
 use crate::protocol::frame::{FrameError, HEADER_LEN, SASL_MESSAGE_LIMIT};
-use crate::protocol::startup::{StartupError, StartupMessage, StartupPacket};
+use crate::protocol::startup::{self, StartupError, StartupMessage, StartupPacket};
 use crate::protocol::{fe, read, sqlstate, write};
 use crate::Shared;
 
@@ -36,7 +36,8 @@ pub async fn negotiate(conn: &mut ClientConn, shared: &Shared) -> Result<Opening
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 let seen = if matches!(packet, StartupPacket::SslRequest) { &mut ssl_answered } else { &mut gss_answered };
                 if *seen {
-                    conn.fatal(sqlstate::PROTOCOL_VIOLATION, "duplicate encryption request").await;
+                    // As PostgreSQL: a repeated request is an unsupported protocol.
+                    conn.fatal(sqlstate::FEATURE_NOT_SUPPORTED, "unsupported frontend protocol: duplicate encryption request").await;
                     return Err(ClientError::Protocol("duplicate encryption request"));
                 }
                 *seen = true;
@@ -98,7 +99,8 @@ pub async fn check_startup(conn: &mut ClientConn, msg: &StartupMessage) -> Resul
     }
     let options: Vec<&str> = msg.protocol_options().collect();
     if msg.minor > 0 || !options.is_empty() {
-        write::negotiate_protocol_version(&mut conn.write_buf, 0, options.into_iter());
+        // PostgreSQL sends its newest version as a whole (3.0 = 196608).
+        write::negotiate_protocol_version(&mut conn.write_buf, startup::PROTOCOL_3_0, options.into_iter());
     }
     let database = msg.get("database").filter(|d| !d.is_empty()).unwrap_or(user);
     Ok(Identity {

@@ -116,15 +116,16 @@ pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     finish(buf, at);
 }
 
-/// NegotiateProtocolVersion: newest minor version we support and the
+/// NegotiateProtocolVersion: the newest protocol version we support (as
+/// PostgreSQL sends it: the whole version code, 3.0 = 196608) and the
 /// protocol options we did not recognise.
 pub fn negotiate_protocol_version<'a>(
     buf: &mut BytesMut,
-    newest_minor: i32,
+    newest: i32,
     unrecognized: impl ExactSizeIterator<Item = &'a str>,
 ) {
     let at = begin(buf, be::NEGOTIATE_PROTOCOL_VERSION);
-    buf.put_i32(newest_minor);
+    buf.put_i32(newest);
     buf.put_i32(unrecognized.len() as i32);
     for name in unrecognized {
         put_cstr(buf, name.as_bytes());
