@@ -599,3 +599,64 @@ async fn connection_and_statement_logs_in_json() {
         assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
     }
 }
+
+/// The README's first command: `pgbalancer --demo` starts a primary and a
+/// replica, serves pgbalancer, prints a psql line that works, and SIGINT
+/// (Ctrl-C) stops it and removes the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_serves_and_cleans_up() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("demo.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbalancer"))
+        .args(["--demo", "--demo-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start --demo");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let start = Instant::now();
+    while !read_log().contains("is ready") {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("--demo exited ({st}): {}", read_log());
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "--demo not ready: {}", read_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let banner = read_log();
+    let connect = banner.lines().find(|l| l.contains("connect:")).expect("connect line").to_owned();
+    assert!(connect.contains(&format!("-p {port}")), "{connect}");
+    let data_dir = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("primary:"))
+        .and_then(|l| l.split('(').nth(1))
+        .map(|l| PathBuf::from(l.trim_end_matches(')')))
+        .expect("primary data dir in banner");
+    assert!(data_dir.exists());
+
+    // The printed line, run as printed (PGPASSWORD=... psql ...).
+    let cmd = connect.split("connect:").nth(1).unwrap().trim().to_owned();
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} -X -At -c 'SELECT current_user, pg_is_in_recovery()'"))
+        .env("PATH", format!("{}:{}", cluster().bin("psql").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app|f");
+
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = within(Duration::from_secs(30), "--demo exit after SIGINT", async {
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status}");
+    assert!(!data_dir.exists(), "cluster directory left behind: {}", data_dir.display());
+}
