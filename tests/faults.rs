@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::raw::{self, msg, query, Next, Raw};
 use common::*;
-use pgbalancer_config::{AuthType, Config, UserEntry};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -29,19 +28,6 @@ const DEADLINE: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A superuser connection straight to the primary (not through pgbalancer),
-/// for watching pg_stat_activity and for setup; the cluster trusts
-/// `postgres` on 127.0.0.1.
-async fn superuser(db: &str) -> Client {
-    let c = cluster();
-    let (client, conn) =
-        tokio_postgres::connect(&c.primary.conninfo(c.superuser(), db), NoTls).await.expect("superuser connection");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
 
 /// One `app` backend on the test database, as pg_stat_activity shows it.
 #[derive(Debug, Clone)]
@@ -86,23 +72,6 @@ where
     }
 }
 
-/// Awaits `fut`, failing the test if it takes longer than `limit`.
-async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
-}
-
-/// First column of the first row of a simple query.
-async fn one(c: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
-    let msgs = c.simple_query(sql).await?;
-    Ok(msgs
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row")))
-}
-
 fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_owned())
 }
@@ -112,24 +81,6 @@ fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 async fn connect_watched(proxy: &TestProxy, db: &str) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
     let (client, conn) = tokio_postgres::connect(&proxy.conninfo(db), NoTls).await.expect("connect through pgbalancer");
     (client, tokio::spawn(conn))
-}
-
-/// Trust auth in the proxy (for the raw-socket client); pgbalancer logs in
-/// to PostgreSQL with `app`'s password from the config.
-fn trust_config() -> Config {
-    let mut c = base_config();
-    c.auth_type = AuthType::Trust;
-    c.users = vec![UserEntry { name: APP_USER.into(), password: Some(APP_PASSWORD.into()) }];
-    c
-}
-
-/// Creates table `t (a int)` owned by `app` in `db`.
-async fn create_table(db: &str) {
-    superuser(db).await.batch_execute("CREATE TABLE t (a int); ALTER TABLE t OWNER TO app").await.expect("create t");
-}
-
-async fn row_count(db: &str) -> i64 {
-    superuser(db).await.query_one("SELECT count(*) FROM t", &[]).await.expect("count t").get(0)
 }
 
 /// Waits until every pool of the proxy has nobody waiting and nothing

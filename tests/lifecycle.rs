@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, NoTls};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -189,32 +188,6 @@ impl Drop for Daemon {
     }
 }
 
-async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
-}
-
-async fn one(c: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
-    let msgs = c.simple_query(sql).await?;
-    Ok(msgs
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row")))
-}
-
-/// A superuser connection straight to the primary.
-async fn superuser(db: &str) -> Client {
-    let c = cluster();
-    let (client, conn) =
-        tokio_postgres::connect(&c.primary.conninfo(c.superuser(), db), NoTls).await.expect("superuser connection");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
 /// `app` backends on `db`.
 async fn app_backends(su: &Client, db: &str) -> i64 {
     su.query_one(
@@ -238,14 +211,6 @@ async fn wait_no_backends(su: &Client, db: &str) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn create_table(db: &str) {
-    superuser(db).await.batch_execute("CREATE TABLE t (a int); ALTER TABLE t OWNER TO app").await.expect("create t");
-}
-
-async fn row_count(db: &str) -> i64 {
-    superuser(db).await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
 }
 
 fn primary_port() -> u16 {

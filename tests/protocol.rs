@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::*;
 use common::*;
-use pgbalancer_config::{AuthType, ByteSize, Config, UserEntry};
+use pgbalancer_config::ByteSize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -38,15 +38,6 @@ const CANCEL_REQUEST: i32 = 80_877_102;
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Trust auth in the proxy (for the raw-socket client); pgbalancer logs in
-/// to PostgreSQL as `app` with `app`'s password from the config.
-fn trust_config() -> Config {
-    let mut c = base_config();
-    c.auth_type = AuthType::Trust;
-    c.users = vec![UserEntry { name: APP_USER.into(), password: Some(APP_PASSWORD.into()) }];
-    c
-}
-
 async fn trust_proxy() -> TestProxy {
     TestProxy::start(trust_config()).await
 }
@@ -55,17 +46,6 @@ async fn trust_proxy() -> TestProxy {
 fn direct_addr() -> SocketAddr {
     let p = &cluster().primary;
     format!("{}:{}", p.host, p.port).parse().expect("primary address")
-}
-
-/// A superuser tokio-postgres connection straight to the primary.
-async fn superuser(db: &str) -> Client {
-    let c = cluster();
-    let (client, conn) =
-        tokio_postgres::connect(&c.primary.conninfo(c.superuser(), db), NoTls).await.expect("superuser connection");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 /// `server_connections` runs psql; keep it off the runtime's workers.

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use std::future::Future;
+
 use pgbalancer_config::{AuthType, BackendConfig, BackendRole, Config, PoolMode, UserEntry};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use pgbalancer_proxy::ProxyHandle;
 use pgcluster::Cluster;
 
@@ -165,4 +168,51 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}
+
+/// A base config with `auth_type: trust` (for raw-socket tests).
+pub fn trust_config() -> Config {
+    let mut c = base_config();
+    c.auth_type = AuthType::Trust;
+    c.users = vec![UserEntry { name: APP_USER.into(), password: Some(APP_PASSWORD.into()) }];
+    c
+}
+
+/// A superuser connection straight to the primary (not through
+/// pgbalancer); the cluster trusts `postgres` on 127.0.0.1.
+pub async fn superuser(db: &str) -> Client {
+    let c = cluster();
+    let (client, conn) =
+        tokio_postgres::connect(&c.primary.conninfo(c.superuser(), db), NoTls).await.expect("superuser connection");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+/// First column of the first row of a simple query.
+pub async fn one(c: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let msgs = c.simple_query(sql).await?;
+    Ok(msgs
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row")))
+}
+
+/// Creates table `t (a int)` owned by `app` in `db`.
+pub async fn create_table(db: &str) {
+    superuser(db).await.batch_execute("CREATE TABLE t (a int); ALTER TABLE t OWNER TO app").await.expect("create t");
+}
+
+/// Rows in `t`, counted directly on the primary.
+pub async fn row_count(db: &str) -> i64 {
+    superuser(db).await.query_one("SELECT count(*) FROM t", &[]).await.expect("count t").get(0)
 }
