@@ -38,6 +38,8 @@ impl Owed {
 #[derive(Debug, Default, Clone)]
 pub struct Flow {
     owed: VecDeque<Owed>,
+    /// Entries of `owed` that are not CopyEnd markers.
+    real: usize,
     /// Extended messages sent since the last Sync.
     batch_open: bool,
     /// The server is in COPY IN and the client has not ended it yet.
@@ -54,6 +56,7 @@ impl Flow {
             if tag == fe::SYNC {
                 self.ignore_till_sync = false;
                 self.batch_open = false;
+                self.real += 1;
                 self.owed.push_back(Owed::Sync);
             }
             return;
@@ -75,13 +78,35 @@ impl Flow {
                 self.copy_in = false;
                 return;
             }
-            fe::COPY_DONE | fe::COPY_FAIL => Owed::CopyEnd,
+            fe::COPY_DONE | fe::COPY_FAIL => {
+                // A marker matters only when a listed Query or Execute may
+                // still start the COPY it ends; one in a row is enough. Stray
+                // ones (the server ignores them) are not recorded, so a flood
+                // of them costs nothing.
+                let may_start_copy = self.owed.iter().any(|&o| matches!(o, Owed::Query | Owed::Execute));
+                if !may_start_copy || self.owed.back() == Some(&Owed::CopyEnd) {
+                    return;
+                }
+                Owed::CopyEnd
+            }
             _ => return,
         };
         if owed.is_extended() {
             self.batch_open = true;
         }
+        if owed != Owed::CopyEnd {
+            self.real += 1;
+        }
         self.owed.push_back(owed);
+    }
+
+    /// Removes the front entry, keeping the count of real entries.
+    fn pop_front(&mut self) -> Option<Owed> {
+        let o = self.owed.pop_front()?;
+        if o != Owed::CopyEnd {
+            self.real -= 1;
+        }
+        Some(o)
     }
 
     /// The server sent a message of type `tag`.
@@ -108,7 +133,7 @@ impl Flow {
             be::READY_FOR_QUERY => {
                 // Completes the first Query, FunctionCall or Sync; anything
                 // before it that is still listed was answered already.
-                while let Some(o) = self.owed.pop_front() {
+                while let Some(o) = self.pop_front() {
                     if matches!(o, Owed::Query | Owed::FunctionCall | Owed::Sync) {
                         break;
                     }
@@ -119,7 +144,7 @@ impl Flow {
     }
 
     fn pop(&mut self) {
-        self.owed.pop_front();
+        self.pop_front();
         self.drop_markers();
     }
 
@@ -136,7 +161,7 @@ impl Flow {
             if o == Owed::Sync {
                 return;
             }
-            self.owed.pop_front();
+            self.pop_front();
         }
         self.ignore_till_sync = true;
     }
@@ -151,6 +176,7 @@ impl Flow {
         while i < limit {
             if self.owed[i] == Owed::Sync {
                 self.owed.remove(i);
+                self.real -= 1;
                 limit -= 1;
             } else {
                 i += 1;
@@ -163,7 +189,13 @@ impl Flow {
 
     /// Nothing is owed: the server is waiting for the client.
     pub fn owes_nothing(&self) -> bool {
-        self.owed.iter().all(|&o| o == Owed::CopyEnd) && !self.ignore_till_sync
+        self.real == 0 && !self.ignore_till_sync
+    }
+
+    /// The server will send nothing until the client sends more: it is
+    /// discarding until a Sync, or waiting for COPY data.
+    pub fn server_waits_for_client(&self) -> bool {
+        self.ignore_till_sync || self.copy_in
     }
 
     /// The server holds nothing of an unfinished exchange: no reply owed,
@@ -274,6 +306,22 @@ mod tests {
         f.client(b'S');
         f.server(b'Z');
         assert!(f.is_settled());
+    }
+
+    #[test]
+    fn stray_copy_ends_are_not_recorded() {
+        let mut f = run(b"Q", b"CZ");
+        for _ in 0..100_000 {
+            f.client(b'c');
+        }
+        assert_eq!(f.owed.len(), 0);
+        assert!(f.is_settled());
+        // Inside a transaction on a linked server, the same.
+        let mut f = run(b"QBES", b"");
+        for _ in 0..1000 {
+            f.client(b'f');
+        }
+        assert_eq!(f.owed.len(), 5, "four entries and one marker at most");
     }
 
     #[test]
