@@ -700,3 +700,33 @@ async fn idle_in_transaction_timeout_disconnects_and_cleans() {
     assert!(server_conns(&su, &db).await <= 1);
     wait_pools_settled(&proxy, 1).await;
 }
+
+/// Terminate while the server waits for the client (discarding until Sync
+/// after a failed Parse, or in COPY IN): PostgreSQL ends the session at
+/// once, and so must pgbalancer — the server goes, the pool of 1 is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_while_server_waits_for_client_frees_the_server() {
+    let db = fresh_db("termwait");
+    create_table(&db).await;
+    let mut cfg = trust_config();
+    cfg.pool_size = 1;
+    cfg.query_wait_timeout = Duration::from_secs(10);
+    let proxy = TestProxy::start(cfg).await;
+
+    // Failed Parse, no Sync, then Terminate.
+    let mut a = raw_login(&proxy, &db).await;
+    let mut batch = parse("SELEC broken");
+    batch.extend(common::raw::msg(b'X', b""));
+    a.send(&batch).await;
+    within(DEADLINE, "session ends", a.until_closed()).await;
+    proxy.assert_alive(&db).await;
+
+    // COPY IN started, then Terminate.
+    let mut b = raw_login(&proxy, &db).await;
+    b.send(&query("COPY t FROM STDIN")).await;
+    assert!(matches!(b.next().await, Next::Message(b'G', _)));
+    b.send(&common::raw::msg(b'X', b"")).await;
+    within(DEADLINE, "session ends", b.until_closed()).await;
+    proxy.assert_alive(&db).await;
+    assert_eq!(row_count(&db).await, 0);
+}

@@ -174,3 +174,51 @@ async fn long_pipeline_with_large_answers_does_not_deadlock() {
     assert_eq!(ready, QUERIES + 1);
     writer.await.unwrap();
 }
+
+/// One write holding a query with a ~40 MB answer and then an ~8 MB query:
+/// while pgbalancer writes the second, the server is busy sending the
+/// first answer. Buffered output is forwarded as it comes, so neither side
+/// waits on the other (a fixed buffer cap once deadlocked here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answer_while_large_query_is_written() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_db("bigpipe");
+    let proxy = TestProxy::start(common::trust_config()).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&common::raw::startup(&[("user", "postgres"), ("database", &db)])).await.unwrap();
+        let mut batch = common::raw::query("SELECT repeat('x', 1000000) FROM generate_series(1, 40)");
+        batch.extend(common::raw::query(&format!("SELECT length('{}')", "y".repeat(8 << 20))));
+        wr.write_all(&batch).await.unwrap();
+        wr
+    });
+    let reader = async {
+        let (mut ready, mut rows, mut total) = (0, 0, 0usize);
+        let mut buf = bytes::BytesMut::new();
+        while ready < 3 {
+            let n = rd.read_buf(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {ready} ReadyForQuery");
+            total += n;
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < len + 1 {
+                    buf.reserve(len + 1 - buf.len());
+                    break;
+                }
+                let msg = buf.split_to(len + 1);
+                assert_ne!(msg[0], b'E', "error: {:?}", String::from_utf8_lossy(&msg));
+                match msg[0] {
+                    b'Z' => ready += 1,
+                    b'D' => rows += 1,
+                    _ => {}
+                }
+            }
+        }
+        (rows, total)
+    };
+    let (rows, total) = tokio::time::timeout(std::time::Duration::from_secs(90), reader).await.expect("deadlocked");
+    assert_eq!(rows, 41);
+    assert!(total > 40_000_000);
+    writer.await.unwrap();
+}

@@ -23,7 +23,7 @@ const INSPECT_CAP: usize = 1 << 20;
 
 /// How much of a server's output is buffered while a client's batch is
 /// still being written to it.
-pub const READ_WHILE_WRITING_CAP: usize = 16 << 20;
+pub const READ_WHILE_WRITING_CAP: usize = 1 << 20;
 
 /// How pgbalancer proves itself to the server.
 #[derive(Clone)]
@@ -241,23 +241,22 @@ impl ServerConn {
         self.stream.write_all(bytes).await.map_err(ServerError::from)
     }
 
-    /// Writes `bytes` while reading whatever the server sends meanwhile into
-    /// the read buffer (up to [`READ_WHILE_WRITING_CAP`]), so a long client
-    /// pipeline cannot deadlock with a server blocked on sending its
-    /// answers. Returns whether anything was read.
-    pub async fn write_all_reading(&mut self, mut bytes: &[u8]) -> Result<bool, ServerError> {
+    /// Writes as much of `bytes` as it can while reading whatever the
+    /// server sends meanwhile into the read buffer, so a long client batch
+    /// cannot deadlock with a server blocked on sending its answers. Returns
+    /// (bytes written, whether anything was read) once everything is written
+    /// or the read buffer reached [`READ_WHILE_WRITING_CAP`]; the caller then
+    /// forwards the buffered output and calls again with the rest.
+    pub async fn write_some_reading(&mut self, bytes: &[u8]) -> Result<(usize, bool), ServerError> {
+        let mut written = 0;
         let mut read_any = false;
         let (mut rd, mut wr) = self.stream.split();
-        while !bytes.is_empty() {
-            if self.read_buf.len() >= READ_WHILE_WRITING_CAP {
-                wr.write_all(bytes).await?;
-                break;
-            }
+        while written < bytes.len() && self.read_buf.len() < READ_WHILE_WRITING_CAP {
             self.read_buf.reserve(8192);
             tokio::select! {
-                r = wr.write(bytes) => match r? {
+                r = wr.write(&bytes[written..]) => match r? {
                     0 => return Err(ServerError::Closed),
-                    n => bytes = &bytes[n..],
+                    n => written += n,
                 },
                 r = rd.read_buf(&mut self.read_buf) => match r? {
                     0 => return Err(ServerError::Closed),
@@ -265,7 +264,7 @@ impl ServerConn {
                 },
             }
         }
-        Ok(read_any)
+        Ok((written, read_any))
     }
 
     /// Walks the buffered bytes from `from` message by message, streaming through what

@@ -106,13 +106,20 @@ impl Session {
 
     async fn main_loop(&mut self) -> Result<Exit, Error> {
         loop {
-            if !self.client.read_buf.is_empty() {
+            if self.terminating {
+                // After Terminate nothing the client sends counts; reading on
+                // still notices its EOF.
+                self.client.read_buf.clear();
+                // PostgreSQL ends the session once it has answered what came
+                // before, or at once when it was waiting for the client
+                // (discarding until Sync, or in COPY IN).
+                if self.flow.owes_nothing() || self.flow.server_waits_for_client() {
+                    return Ok(Exit::ClientLeft);
+                }
+            } else if !self.client.read_buf.is_empty() {
                 if let Some(exit) = self.forward_client().await? {
                     return Ok(exit);
                 }
-            }
-            if self.terminating && self.flow.owes_nothing() {
-                return Ok(Exit::ClientLeft);
             }
             let waiting_on_client = self.flow.owes_nothing() && !self.flow.in_copy_in();
             let tx = match &mut self.link {
@@ -135,14 +142,8 @@ impl Session {
                 }
             };
             let wake = {
-                let Session { client, link, phase, read_hint, terminating, .. } = self;
-                let client_read = async {
-                    if *terminating {
-                        std::future::pending().await
-                    } else {
-                        client.fill(*read_hint).await
-                    }
-                };
+                let Session { client, link, phase, read_hint, .. } = self;
+                let client_read = client.fill(*read_hint);
                 let server_read = async {
                     match link {
                         Link::Linked(g) => g.conn().fill().await,
@@ -227,14 +228,25 @@ impl Session {
                 return Ok(Some(exit));
             }
             let bytes = self.client.read_buf.split_to(end);
-            let Link::Linked(guard) = &mut self.link else { unreachable!("linked above") };
-            guard.set_clean(false);
-            match guard.conn().write_all_reading(&bytes).await {
-                Ok(true) => self.forward_server().await?,
-                Ok(false) => {}
-                Err(e) => {
-                    self.server_lost().await;
-                    return Err(e.into());
+            let mut off = 0;
+            while off < bytes.len() {
+                // The server owes replies for these bytes, so it cannot have
+                // been released by the forwarding below.
+                let Link::Linked(guard) = &mut self.link else {
+                    return Err(ServerError::Protocol("server released while a batch was being written").into());
+                };
+                guard.set_clean(false);
+                match guard.conn().write_some_reading(&bytes[off..]).await {
+                    Ok((n, read_any)) => {
+                        off += n;
+                        if read_any {
+                            self.forward_server().await?;
+                        }
+                    }
+                    Err(e) => {
+                        self.server_lost().await;
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -248,7 +260,7 @@ impl Session {
         }
         if terminate {
             self.client.read_buf.clear();
-            if self.flow.owes_nothing() {
+            if self.flow.owes_nothing() || self.flow.server_waits_for_client() {
                 return Ok(Some(Exit::ClientLeft));
             }
             // Like PostgreSQL, answer what came before the Terminate first.
