@@ -730,3 +730,50 @@ async fn terminate_while_server_waits_for_client_frees_the_server() {
     proxy.assert_alive(&db).await;
     assert_eq!(row_count(&db).await, 0);
 }
+
+/// Two first logins for the same new database at the same moment get the
+/// same pool (a race once closed one of them under a client), and pools
+/// for databases nobody uses are forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
+    let proxy = TestProxy::start(base_config()).await;
+    for round in 0..30 {
+        let db = format!("nx_{}_{round}", std::process::id());
+        let attempts = futures_util::future::join_all((0..4).map(|_| proxy.try_connect(&db))).await;
+        for r in attempts {
+            let e = r.err().expect("the database does not exist");
+            assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME), "{e}");
+        }
+    }
+    let pools = &proxy.handle.shared().pools;
+    wait_for("unused pools forgotten", || async {
+        if pools.is_empty() { Ok(()) } else { Err(format!("{} pools", pools.len())) }
+    })
+    .await;
+}
+
+/// Raising pool_size by reload lets waiting clients in at once, first come
+/// first served, without waiting for a connection to be returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_raising_pool_size_serves_waiters() {
+    let db = fresh_db("grow");
+    let mut cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.query_wait_timeout = Duration::from_secs(60);
+    let proxy = TestProxy::start(cfg.clone()).await;
+    let holder = proxy.connect(&db).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = proxy.connect(&db).await;
+    let waiting = tokio::spawn(async move { one(&waiter, "SELECT 42").await.unwrap() });
+    let pools = proxy.handle.shared().pools.all();
+    wait_for("a client waiting", || async {
+        let waiting: usize = pools.iter().map(|p| p.stats.waiting.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        if waiting == 1 { Ok(()) } else { Err(format!("{waiting} waiting")) }
+    })
+    .await;
+    cfg.pool_size = 2;
+    proxy.handle.reload(cfg).unwrap();
+    let got = within(Duration::from_secs(5), "waiter served after reload", waiting).await.unwrap();
+    assert_eq!(got, "42");
+    holder.batch_execute("COMMIT").await.unwrap();
+}

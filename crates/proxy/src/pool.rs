@@ -101,6 +101,12 @@ impl Pool {
         self.initial_params.lock().unwrap().clone()
     }
 
+    /// No connections and nobody waiting.
+    pub fn is_empty(&self) -> bool {
+        let g = self.inner.lock().unwrap();
+        g.open == 0 && g.waiters.is_empty()
+    }
+
     /// (open, idle) connection counts.
     pub fn counts(&self) -> (usize, usize) {
         let g = self.inner.lock().unwrap();
@@ -179,12 +185,12 @@ impl Pool {
             rx
         };
         excess.into_iter().for_each(spawn_close);
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted while waiting, also when this future is dropped mid-wait.
+        let _waiting = Counted::new(&self.stats.waiting);
         let r = match deadline {
             Some(d) => tokio::time::timeout_at(d, rx).await,
             None => Ok(rx.await),
         };
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         match r {
             Ok(Ok(grant)) => Ok(grant),
             Ok(Err(_)) => Err(PoolError::Closed),
@@ -244,6 +250,26 @@ impl Pool {
         g.open -= 1;
     }
 
+    /// Waiters first: while the pool is below its size (a reload raised
+    /// it), the first waiters get the right to open a connection, ahead of
+    /// clients arriving later.
+    fn grant_free_slots(self: &Arc<Self>) {
+        let size = self.settings.load().size;
+        let mut g = self.inner.lock().unwrap();
+        while !g.closed && g.open < size {
+            let Some(w) = g.waiters.pop_front() else { break };
+            g.open += 1;
+            match w.send(Grant::Slot(Slot { pool: Some(self.clone()) })) {
+                Ok(()) => {}
+                Err(Grant::Slot(s)) => {
+                    s.disarm();
+                    g.open -= 1;
+                }
+                Err(Grant::Conn(_)) => unreachable!("sent a slot"),
+            }
+        }
+    }
+
     /// Closes idle connections past `server_idle_timeout` or
     /// `server_lifetime`; opens connections up to `min_pool_size`.
     pub fn maintain(self: &Arc<Self>) {
@@ -268,6 +294,7 @@ impl Pool {
             (stale, trimmed)
         };
         trimmed.into_iter().for_each(spawn_close);
+        self.grant_free_slots();
         for c in stale {
             spawn_close(c);
             self.free_slot();
@@ -310,6 +337,22 @@ impl Pool {
         for c in idle {
             spawn_close(c);
         }
+    }
+}
+
+/// Adds one to a counter for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a AtomicUsize) -> Counted<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -402,20 +445,32 @@ impl Pools {
     }
 
     pub fn get_or_create(&self, key: PoolKey, host: &str, port: u16, login: ServerLogin) -> Arc<Pool> {
-        if let Some(p) = self.map.get(&key) {
-            if p.host == host && p.port == port {
-                return p.clone();
+        // One entry lock for the check and the insert: two first logins for
+        // the same key must get the same pool.
+        match self.map.entry(key) {
+            dashmap::Entry::Occupied(mut e) => {
+                if e.get().host == host && e.get().port == port {
+                    return e.get().clone();
+                }
+                let pool = Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login);
+                let old = e.insert(pool.clone());
+                old.close();
+                pool
+            }
+            dashmap::Entry::Vacant(e) => {
+                let pool = Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login);
+                e.insert(pool.clone());
+                pool
             }
         }
-        let pool = Pool::new(key.clone(), host.to_owned(), port, self.settings.clone(), login);
-        if let Some(old) = self.map.insert(key, pool.clone()) {
-            old.close();
-        }
-        pool
     }
 
+    /// New settings for every pool; waiters get places a larger size made.
     pub fn set_settings(&self, settings: PoolSettings) {
         self.settings.store(Arc::new(settings));
+        for p in self.all() {
+            p.grant_free_slots();
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {
@@ -426,6 +481,26 @@ impl Pools {
         for p in self.all() {
             p.maintain();
         }
+        // Forget pools nobody uses and that hold no connection (e.g. made
+        // up database names), so the map cannot grow without bound. The
+        // entry lock makes this atomic with get_or_create.
+        let unused: Vec<PoolKey> = self
+            .map
+            .iter()
+            .filter(|e| Arc::strong_count(e.value()) == 1 && e.value().is_empty())
+            .map(|e| e.key().clone())
+            .collect();
+        for key in unused {
+            self.map.remove_if(&key, |_, p| Arc::strong_count(p) == 1 && p.is_empty());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub fn close_all(&self) {
