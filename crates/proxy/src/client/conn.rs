@@ -24,8 +24,17 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
+    /// Buffers start empty and grow on use, so an idle client costs little.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> ClientConn {
-        ClientConn { stream, read_buf: BytesMut::with_capacity(8192), write_buf: BytesMut::with_capacity(8192), peer }
+        ClientConn { stream, read_buf: BytesMut::new(), write_buf: BytesMut::new(), peer }
+    }
+
+    /// Gives back a large read buffer once it is drained (after a big
+    /// query or COPY), so a client that goes idle does not keep it.
+    pub fn shrink_if_drained(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > READ_CHUNK {
+            self.read_buf = BytesMut::new();
+        }
     }
 
     /// Reads more bytes. Cancel-safe. `want` hints how many are missing.

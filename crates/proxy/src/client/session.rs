@@ -228,6 +228,7 @@ impl Session {
                 return Ok(Some(exit));
             }
             let bytes = self.client.read_buf.split_to(end);
+            self.client.shrink_if_drained();
             let mut off = 0;
             while off < bytes.len() {
                 // The server owes replies for these bytes, so it cannot have
