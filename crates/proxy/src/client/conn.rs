@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::error::ClientError;
@@ -38,11 +38,28 @@ impl ClientConn {
     }
 
     /// Reads more bytes. Cancel-safe. `want` hints how many are missing.
+    /// Waits for the socket to be readable before reserving, so a client
+    /// idle between queries holds no read buffer it does not need.
     pub async fn fill(&mut self, want: usize) -> Result<(), ClientError> {
-        self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
-        match self.stream.read_buf(&mut self.read_buf).await? {
-            0 => Err(ClientError::Closed),
-            _ => Ok(()),
+        loop {
+            self.stream.readable().await?;
+            self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// After login: drop the buffers the handshake used, if drained.
+    pub fn release_login_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if self.write_buf.is_empty() {
+            self.write_buf = BytesMut::new();
         }
     }
 

@@ -66,6 +66,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
+    conn.release_login_buffers();
     let (user, database) = (done.user.clone(), done.database.clone());
     if log_conn {
         tracing::info!(%user, %database, host = %peer.ip(), "connection authorized");
