@@ -196,3 +196,40 @@ async fn session_mode_resets_server_between_clients() {
     assert_eq!(r.get::<_, i64>(2), 0);
     assert!(r.get::<_, bool>(3), "temp table survived");
 }
+
+fn parameter_statuses(msgs: &[Next]) -> Vec<(String, String)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Next::Message(b'S', body) => {
+                let mut parts = body.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+                Some((parts.next()?, parts.next()?))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Logins report parameters as PostgreSQL spells them (`iso` → `ISO, MDY`,
+/// `utf-8` → `UTF8`), also when answered without a server; and a setting
+/// PostgreSQL rejects fails the login, as it would directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_reports_server_spelling_and_rejects_bad_settings() {
+    let db = fresh_db("spell");
+    let proxy = TestProxy::start(trust_config()).await;
+    let params = [("user", "postgres"), ("database", db.as_str()), ("DateStyle", "iso"), ("client_encoding", "utf-8")];
+    for attempt in 0..3 {
+        let mut c = Raw::connect(proxy.addr).await;
+        c.send(&raw::startup(&params)).await;
+        let msgs = c.until_ready().await;
+        assert!(matches!(msgs.last(), Some(Next::Message(b'Z', _))), "{msgs:?}");
+        let ps = parameter_statuses(&msgs);
+        let get = |n: &str| ps.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("DateStyle").as_deref(), Some("ISO, MDY"), "attempt {attempt}");
+        assert_eq!(get("client_encoding").as_deref(), Some("UTF8"), "attempt {attempt}");
+    }
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(&raw::startup(&[("user", "postgres"), ("database", &db), ("bogus_param", "1")])).await;
+    let msgs = c.until_ready().await;
+    let (code, message) = raw::first_error(&msgs).expect("login must fail");
+    assert_eq!(code, "42704", "{message}");
+}

@@ -6,7 +6,7 @@
 //! [`Slot`], freed on drop. So a client that vanishes at any `.await` never
 //! leaks a connection or a slot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,8 +75,15 @@ pub struct Pool {
     /// ParameterStatus set of the first fresh server connection, before any
     /// client's settings: what later logins report without a server.
     initial_params: Mutex<Option<Arc<ParamList>>>,
+    /// (lower-case name, value as a client gave it) → the value as the
+    /// server reports it, learned from logins that linked a server. Lets
+    /// later logins report the server's spelling without a server.
+    spellings: Mutex<HashMap<(String, String), String>>,
     pub stats: PoolStats,
 }
+
+/// Most (parameter, value) spellings one pool remembers.
+const MAX_SPELLINGS: usize = 1024;
 
 impl Pool {
     pub fn new(key: PoolKey, host: String, port: u16, settings: Arc<ArcSwap<PoolSettings>>, login: ServerLogin) -> Arc<Pool> {
@@ -88,6 +95,7 @@ impl Pool {
             login: Mutex::new(login),
             inner: Mutex::new(Inner { idle: VecDeque::new(), open: 0, waiters: VecDeque::new(), closed: false }),
             initial_params: Mutex::new(None),
+            spellings: Mutex::new(HashMap::new()),
             stats: PoolStats::default(),
         })
     }
@@ -99,6 +107,20 @@ impl Pool {
     /// The parameters a fresh server of this pool reports, once known.
     pub fn initial_params(&self) -> Option<Arc<ParamList>> {
         self.initial_params.lock().unwrap().clone()
+    }
+
+    /// How the server spells `value` for parameter `name`, if learned.
+    pub fn spelling(&self, name: &str, value: &str) -> Option<String> {
+        self.spellings.lock().unwrap().get(&(name.to_owned(), value.to_owned())).cloned()
+    }
+
+    /// Records that the server accepted `value` for `name` and reports it
+    /// as `reported`.
+    pub fn learn_spelling(&self, name: &str, value: &str, reported: &str) {
+        let mut m = self.spellings.lock().unwrap();
+        if m.len() < MAX_SPELLINGS {
+            m.insert((name.to_owned(), value.to_owned()), reported.to_owned());
+        }
     }
 
     /// No connections and nobody waiting.

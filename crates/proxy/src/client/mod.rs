@@ -121,19 +121,27 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     drop(config);
 
     let cancel = shared.cancels.register();
-    let link = match pool.initial_params() {
-        // Like PgBouncer: once the pool knows what its servers report, a
-        // login needs no server. Clients whose connect blocks (pgbench -C,
-        // many ORMs) must not wait for one inside their login.
-        Some(initial) => {
+    // Like PgBouncer: once the pool knows what its servers report, and how
+    // they spell each of this client's settings, a login needs no server.
+    // Clients whose connect blocks (pgbench -C, many ORMs) must not wait
+    // for one inside their login.
+    let known = pool.initial_params().and_then(|initial| {
+        let spelled: Option<Vec<(String, String)>> =
+            params.iter().map(|(k, v)| pool.spelling(k, v).map(|s| (k.to_owned(), s))).collect();
+        spelled.map(|s| (initial, s))
+    });
+    let link = match known {
+        Some((initial, spelled)) => {
             for (k, v) in initial.iter() {
-                write::parameter_status(&mut conn.write_buf, k, params.get(k).unwrap_or(v));
+                let v = spelled.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map_or(v.as_str(), |(_, s)| s.as_str());
+                write::parameter_status(&mut conn.write_buf, k, v);
             }
             Link::Idle
         }
-        // The first login of a pool links a server: it proves the server
-        // accepts this user and database, and yields the parameters.
+        // Otherwise link a server: it proves PostgreSQL accepts this user,
+        // database and settings, and tells how it spells them.
         None => {
+            let asked: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
             let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
                 Ok(g) => g,
                 Err(e) => {
@@ -143,6 +151,9 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
                 }
             };
             let server = guard.conn();
+            for (k, v) in &asked {
+                pool.learn_spelling(k, v, server.param(k).unwrap_or(v));
+            }
             for (k, v) in &server.params {
                 write::parameter_status(&mut conn.write_buf, k, v);
             }

@@ -46,6 +46,11 @@ impl ClientParams {
         }
     }
 
+    /// (lower-case name, value) pairs in the client's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.wanted.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The value this client asked for, by case-insensitive name.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.wanted.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
