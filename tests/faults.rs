@@ -189,7 +189,8 @@ fn rfq_status(msgs: &[Next]) -> u8 {
 /// The next client must see no open transaction and no uncommitted row.
 async fn assert_clean_after_vanished_client(proxy: &TestProxy, su: &Client, db: &str, old_pid: i32) {
     let b = within(DEADLINE, "next client's connect (pool of 1)", proxy.connect(db)).await;
-    let in_tx = within(DEADLINE, "next client's first query", one(&b, "SELECT txid_current_if_assigned() IS NULL")).await;
+    let in_tx =
+        within(DEADLINE, "next client's first query", one(&b, "SELECT txid_current_if_assigned() IS NULL")).await;
     assert_eq!(in_tx.unwrap(), "t", "the next client inherited a transaction with an assigned xid");
     assert_eq!(one(&b, "SELECT count(*) FROM t").await.unwrap(), "0", "an uncommitted row became visible");
     // The pool of 1 is usable: the next client works, in a fresh transaction.
@@ -274,7 +275,9 @@ async fn parse_without_sync_then_disconnect() {
     a.send(&batch).await;
     for want in [b'1', b'2', b'C'] {
         match a.next().await {
-            Next::Message(t, body) => assert_eq!(t, want, "unexpected message {:?}: {:?}", t as char, raw::field(&body, b'M')),
+            Next::Message(t, body) => {
+                assert_eq!(t, want, "unexpected message {:?}: {:?}", t as char, raw::field(&body, b'M'))
+            }
             Next::Closed => panic!("proxy closed the batch"),
         }
     }
@@ -461,7 +464,11 @@ async fn cancels_racing_with_repooling_stay_precise() {
     for (i, errors) in all_errors.iter().enumerate() {
         if i < TARGETED {
             for (code, text) in errors {
-                assert_eq!(code.as_deref(), Some("57014"), "client {i} failed with something other than a cancel: {text}");
+                assert_eq!(
+                    code.as_deref(),
+                    Some("57014"),
+                    "client {i} failed with something other than a cancel: {text}"
+                );
             }
             assert!(errors.len() <= sent[i], "client {i}: {} cancelled queries for {} cancels", errors.len(), sent[i]);
         } else {
@@ -492,7 +499,10 @@ async fn idle_server_terminated_next_query_succeeds() {
     wait_pools_settled(&proxy, 1).await;
 
     let killed: bool = su
-        .query_one("SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND usename = 'app'", &[&db])
+        .query_one(
+            "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND usename = 'app'",
+            &[&db],
+        )
         .await
         .unwrap()
         .get(0);
@@ -625,10 +635,13 @@ async fn pool_exhausted_query_wait_timeout_then_storm() {
     for i in 0..40 {
         let conninfo = proxy.conninfo(&db);
         storm.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&conninfo, NoTls).await.map_err(|e| format!("client {i} connect: {e}"))?;
+            let (c, conn) =
+                tokio_postgres::connect(&conninfo, NoTls).await.map_err(|e| format!("client {i} connect: {e}"))?;
             tokio::spawn(conn);
             for n in 0..5 {
-                let got = one(&c, &format!("SELECT {i} * 100 + {n}")).await.map_err(|e| format!("client {i} query {n}: {e}"))?;
+                let got = one(&c, &format!("SELECT {i} * 100 + {n}"))
+                    .await
+                    .map_err(|e| format!("client {i} query {n}: {e}"))?;
                 if got != (i * 100 + n).to_string() {
                     return Err(format!("client {i} query {n}: wrong answer {got}"));
                 }
@@ -676,7 +689,8 @@ async fn idle_in_transaction_timeout_disconnects_and_cleans() {
     c.batch_execute("BEGIN; INSERT INTO t VALUES (2)").await.unwrap();
     let pid: i32 = one(&c, "SELECT pg_backend_pid()").await.unwrap().parse().unwrap();
     let idle_since = Instant::now();
-    let ended = within(Duration::from_secs(10), "the idle-in-transaction client to be disconnected", c_conn).await.unwrap();
+    let ended =
+        within(Duration::from_secs(10), "the idle-in-transaction client to be disconnected", c_conn).await.unwrap();
     let idle_for = idle_since.elapsed();
     assert!(idle_for >= Duration::from_millis(900), "disconnected after {idle_for:?}, before the 1 s timeout");
     let e = ended.expect_err("connection ended without an error");
@@ -747,7 +761,11 @@ async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
     }
     let pools = &proxy.handle.shared().pools;
     wait_for("unused pools forgotten", || async {
-        if pools.is_empty() { Ok(()) } else { Err(format!("{} pools", pools.len())) }
+        if pools.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} pools", pools.len()))
+        }
     })
     .await;
 }
@@ -768,7 +786,11 @@ async fn reload_raising_pool_size_serves_waiters() {
     let pools = proxy.handle.shared().pools.all();
     wait_for("a client waiting", || async {
         let waiting: usize = pools.iter().map(|p| p.stats.waiting.load(std::sync::atomic::Ordering::Relaxed)).sum();
-        if waiting == 1 { Ok(()) } else { Err(format!("{waiting} waiting")) }
+        if waiting == 1 {
+            Ok(())
+        } else {
+            Err(format!("{waiting} waiting"))
+        }
     })
     .await;
     cfg.pool_size = 2;

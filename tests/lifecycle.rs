@@ -91,10 +91,16 @@ impl Daemon {
     }
 
     fn conninfo(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={db} connect_timeout=10", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={db} connect_timeout=10",
+            self.port
+        )
     }
 
-    async fn try_connect(&self, db: &str) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error> {
+    async fn try_connect(
+        &self,
+        db: &str,
+    ) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error> {
         let (c, conn) = tokio_postgres::connect(&self.conninfo(db), NoTls).await?;
         Ok((c, tokio::spawn(conn)))
     }
@@ -324,7 +330,8 @@ async fn reload_bad_config_keeps_old_one() {
     assert_eq!(app_backends(&su, &db).await, 1);
 
     // 1. Unknown key (next to changes that would be visible if applied).
-    std::fs::write(&d.config, config_yaml(port, primary_port(), "pool_size: 1\nquery_wait_timeout: 1s\npool_sise: 1")).unwrap();
+    std::fs::write(&d.config, config_yaml(port, primary_port(), "pool_size: 1\nquery_wait_timeout: 1s\npool_sise: 1"))
+        .unwrap();
     d.signal("HUP");
     let rejected = d.wait_log("reload rejected", 1).await;
     assert!(
@@ -421,7 +428,8 @@ async fn sigterm_does_not_wait_for_login_stuck_on_hung_backend() {
     let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hung_port = hung.local_addr().unwrap().port();
     let port = free_port();
-    let mut d = Daemon::spawn(port, &config_yaml(port, hung_port, "shutdown_timeout: 20s\nserver_connect_timeout: 15s"));
+    let mut d =
+        Daemon::spawn(port, &config_yaml(port, hung_port, "shutdown_timeout: 20s\nserver_connect_timeout: 15s"));
     wait_listening(&mut d).await;
 
     let conninfo = d.conninfo("postgres");
@@ -445,7 +453,8 @@ async fn sigterm_does_not_wait_for_login_stuck_on_hung_backend() {
 async fn sigterm_does_not_wait_for_connection_without_startup() {
     let db = fresh_db("l_stray");
     let port = free_port();
-    let mut d = Daemon::spawn(port, &config_yaml(port, primary_port(), "shutdown_timeout: 20s\nclient_login_timeout: 60s"));
+    let mut d =
+        Daemon::spawn(port, &config_yaml(port, primary_port(), "shutdown_timeout: 20s\nclient_login_timeout: 60s"));
     d.wait_ready(&db).await;
     let _stray = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // A logged-in idle client, for comparison, is closed at once.
@@ -500,7 +509,8 @@ async fn check_config_reports_ok_or_file_and_key() {
 
     // A bad value.
     let bad2 = dir.path().join("bad2.yml");
-    std::fs::write(&bad2, config_yaml(6432, 5432, "pool_mode: sometimes").replace("pool_mode: transaction\n", "")).unwrap();
+    std::fs::write(&bad2, config_yaml(6432, 5432, "pool_mode: sometimes").replace("pool_mode: transaction\n", ""))
+        .unwrap();
     let out = check_config(&bad2).await;
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "invalid file accepted: {all}");
@@ -532,7 +542,8 @@ async fn check_config_warnings_name_the_file_once() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = f.display().to_string();
-    let line = stderr.lines().find(|l| l.contains("file mode")).unwrap_or_else(|| panic!("no file-mode warning: {stderr}"));
+    let line =
+        stderr.lines().find(|l| l.contains("file mode")).unwrap_or_else(|| panic!("no file-mode warning: {stderr}"));
     assert_eq!(line.matches(&file).count(), 1, "the file is named more than once: {line}");
 }
 
@@ -605,7 +616,14 @@ async fn demo_mode_serves_and_cleans_up() {
     let out = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{cmd} -X -At -c 'SELECT current_user, pg_is_in_recovery()'"))
-        .env("PATH", format!("{}:{}", cluster().bin("psql").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                cluster().bin("psql").parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .output()
         .await
         .unwrap();

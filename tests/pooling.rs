@@ -28,7 +28,16 @@ async fn psql_copy_both_ways() {
     let out = psql(
         &proxy,
         &db,
-        &["-c", "CREATE TABLE t (a int PRIMARY KEY, b text)", "-c", &copy_in, "-c", &copy_out, "-c", "SELECT count(*), sum(a) FROM t"],
+        &[
+            "-c",
+            "CREATE TABLE t (a int PRIMARY KEY, b text)",
+            "-c",
+            &copy_in,
+            "-c",
+            &copy_out,
+            "-c",
+            "SELECT count(*), sum(a) FROM t",
+        ],
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -59,7 +68,8 @@ fn watch_server_connections(db: String) -> (tokio::sync::oneshot::Sender<()>, to
 }
 
 async fn pgbench(proxy: &TestProxy, db: &str, args: &[&str]) -> std::process::Output {
-    let mut a: Vec<String> = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), proxy.port().to_string(), "-U".into(), APP_USER.into()];
+    let mut a: Vec<String> =
+        vec!["-h".into(), "127.0.0.1".into(), "-p".into(), proxy.port().to_string(), "-U".into(), APP_USER.into()];
     a.extend(args.iter().map(|s| s.to_string()));
     a.push(db.into());
     run_client("pgbench", &a).await
@@ -83,11 +93,8 @@ async fn pgbench_run(mode: pgbalancer_config::PoolMode, args: &[&str]) {
     let out = stdout(&run);
     assert!(run.status.success(), "pgbench {args:?} ({mode:?}): {}\n{out}", stderr(&run));
     assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
-    let expected: usize = args
-        .windows(2)
-        .filter(|w| w[0] == "-c" || w[0] == "-t")
-        .map(|w| w[1].parse::<usize>().unwrap())
-        .product();
+    let expected: usize =
+        args.windows(2).filter(|w| w[0] == "-c" || w[0] == "-t").map(|w| w[1].parse::<usize>().unwrap()).product();
     assert!(out.contains(&format!("number of transactions actually processed: {expected}/{expected}")), "{out}");
     assert!(max <= 10, "{max} server connections for a pool of 10 ({mode:?} {args:?})");
     assert!(max >= 1, "the watcher saw no server connection at all");

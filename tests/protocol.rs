@@ -524,7 +524,8 @@ async fn bad_user_big_params_invalid_utf8() {
         let mut r = Raw::connect(proxy.addr).await;
         r.send(&p).await;
         let msgs = r.until_closed().await;
-        let e = msgs.iter().find(|(t, _)| *t == b'E').unwrap_or_else(|| panic!("{what}: no error before close: {msgs:?}"));
+        let e =
+            msgs.iter().find(|(t, _)| *t == b'E').unwrap_or_else(|| panic!("{what}: no error before close: {msgs:?}"));
         assert_eq!(field(&e.1, b'S').as_deref(), Some("FATAL"), "{what}: {msgs:?}");
         assert_eq!(msgs.last().map(|m| m.0), Some(b'E'), "{what}: error is the last message");
         assert!(!msgs.iter().any(|(t, _)| *t == b'Z'), "{what}: must not log in: {msgs:?}");
@@ -1038,9 +1039,15 @@ async fn simple_query_inside_extended_batch() {
     let marker = query("DO $$ BEGIN END $$");
     let cases: [(&str, Vec<u8>); 5] = [
         ("Parse, Query", cat(&[parse("", "SELECT 1", &[]), query("SELECT 2")])),
-        ("Parse, Bind, Execute, Query", cat(&[parse("", "SELECT 1", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")])),
+        (
+            "Parse, Bind, Execute, Query",
+            cat(&[parse("", "SELECT 1", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
+        ),
         ("bad Parse, Query", cat(&[parse("", "SELEC 1", &[]), query("SELECT 2")])),
-        ("Parse, failing Execute, Query", cat(&[parse("", "SELECT 1/0", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")])),
+        (
+            "Parse, failing Execute, Query",
+            cat(&[parse("", "SELECT 1/0", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
+        ),
         ("bad Parse, FunctionCall", cat(&[parse("", "SELEC 1", &[]), function_call(177, &["1", "2"])])),
     ];
     let mut stuck = Vec::new();
@@ -1087,7 +1094,10 @@ async fn copy_in_with_sync_releases_server() {
         (
             "extended COPY FROM STDIN, libpq style",
             vec![
-                step_until(cat(&[parse("", "COPY t FROM STDIN", &[]), bind("", "", &[]), execute("", 0), sync()]), b'G'),
+                step_until(
+                    cat(&[parse("", "COPY t FROM STDIN", &[]), bind("", "", &[]), execute("", 0), sync()]),
+                    b'G',
+                ),
                 step(cat(&[copy_data(b"1\tx\n"), msg(b'c', b""), sync()]), 1),
             ],
         ),
@@ -1331,7 +1341,10 @@ async fn proxy_matches_direct_byte_for_byte() {
     let int4pl_oid = 177;
 
     let catalogue: Vec<(&str, Vec<Step>)> = vec![
-        ("simple SELECT with rows", vec![step(query("SELECT g, 'row ' || g AS label, NULL::text AS n FROM generate_series(1, 5) g"), 1)]),
+        (
+            "simple SELECT with rows",
+            vec![step(query("SELECT g, 'row ' || g AS label, NULL::text AS n FROM generate_series(1, 5) g"), 1)],
+        ),
         ("multi-statement", vec![step(query("SELECT 1 AS a; SELECT 'b' AS b, 2.5::numeric AS c; VALUES (1), (2)"), 1)]),
         ("error in simple query", vec![step(query("SELECT 1/0"), 1)]),
         ("error mid multi-statement", vec![step(query("SELECT 1; SELECT 1/0; SELECT 3"), 1)]),
@@ -1403,10 +1416,19 @@ async fn proxy_matches_direct_byte_for_byte() {
             ],
         ),
         ("empty query", vec![step(query(""), 1), step(query("   ;  "), 1)]),
-        ("empty extended query", vec![step(cat(&[parse("", "", &[]), bind("", "", &[]), describe(b'P', ""), execute("", 0), sync()]), 1)]),
-        ("statement without rows, described", vec![step(cat(&[parse("", "DO $$ BEGIN END $$", &[]), describe(b'S', ""), sync()]), 1)]),
+        (
+            "empty extended query",
+            vec![step(cat(&[parse("", "", &[]), bind("", "", &[]), describe(b'P', ""), execute("", 0), sync()]), 1)],
+        ),
+        (
+            "statement without rows, described",
+            vec![step(cat(&[parse("", "DO $$ BEGIN END $$", &[]), describe(b'S', ""), sync()]), 1)],
+        ),
         ("COPY TO STDOUT", vec![step(query("COPY (SELECT g, 'v' || g FROM generate_series(1, 4) g) TO STDOUT"), 1)]),
-        ("COPY TO STDOUT binary", vec![step(query("COPY (SELECT g FROM generate_series(1, 2) g) TO STDOUT (FORMAT binary)"), 1)]),
+        (
+            "COPY TO STDOUT binary",
+            vec![step(query("COPY (SELECT g FROM generate_series(1, 2) g) TO STDOUT (FORMAT binary)"), 1)],
+        ),
         (
             "COPY FROM STDIN",
             vec![
@@ -1417,11 +1439,17 @@ async fn proxy_matches_direct_byte_for_byte() {
         ),
         (
             "COPY FROM STDIN failed by the client",
-            vec![step_until(query("COPY t FROM STDIN"), b'G'), step(cat(&[copy_data(b"3\tz\n"), msg(b'f', b"client says no\0")]), 1)],
+            vec![
+                step_until(query("COPY t FROM STDIN"), b'G'),
+                step(cat(&[copy_data(b"3\tz\n"), msg(b'f', b"client says no\0")]), 1),
+            ],
         ),
         (
             "COPY FROM STDIN with bad data",
-            vec![step_until(query("COPY t FROM STDIN"), b'G'), step(cat(&[copy_data(b"not a number\tz\n"), msg(b'c', b"")]), 1)],
+            vec![
+                step_until(query("COPY t FROM STDIN"), b'G'),
+                step(cat(&[copy_data(b"not a number\tz\n"), msg(b'c', b"")]), 1),
+            ],
         ),
         ("NOTICE", vec![step(query("DO $$ BEGIN RAISE NOTICE 'x'; RAISE WARNING 'w %', 1; END $$"), 1)]),
         (
@@ -1438,7 +1466,10 @@ async fn proxy_matches_direct_byte_for_byte() {
                 step(cat(&[parse("", "COMMIT", &[]), bind("", "", &[]), execute("", 0), sync()]), 1),
             ],
         ),
-        ("ParameterStatus on SET", vec![step(query("SET application_name = 'zz'"), 1), step(query("RESET application_name"), 1)]),
+        (
+            "ParameterStatus on SET",
+            vec![step(query("SET application_name = 'zz'"), 1), step(query("RESET application_name"), 1)],
+        ),
         (
             "Flush before Sync",
             vec![
@@ -1475,7 +1506,10 @@ async fn proxy_matches_direct_byte_for_byte() {
                 step(query("SELECT length(b) FROM t WHERE length(b) > 100"), 1),
             ],
         ),
-        ("Describe of unknown statement and portal", vec![step(cat(&[describe(b'S', "nope"), sync(), describe(b'P', "nope"), sync()]), 2)]),
+        (
+            "Describe of unknown statement and portal",
+            vec![step(cat(&[describe(b'S', "nope"), sync(), describe(b'P', "nope"), sync()]), 2)],
+        ),
     ];
 
     let mut direct = Raw::connect(direct_addr()).await;

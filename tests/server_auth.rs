@@ -48,7 +48,12 @@ fn config_with(users: Vec<UserEntry>) -> pgbalancer_config::Config {
     cfg
 }
 
-async fn current_user(proxy: &TestProxy, user: &str, password: &str, db: &str) -> Result<String, tokio_postgres::Error> {
+async fn current_user(
+    proxy: &TestProxy,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<String, tokio_postgres::Error> {
     let info = format!("host=127.0.0.1 port={} user={user} password={password} dbname={db}", proxy.port());
     let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
@@ -189,5 +194,9 @@ async fn server_lifetime_replaces_old_servers() {
         assert!(start.elapsed() < Duration::from_secs(20), "server never replaced");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eventually("old server gone", || (admin_sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}")) == "0").then_some(())).await;
+    eventually("old server gone", || {
+        (admin_sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}")) == "0")
+            .then_some(())
+    })
+    .await;
 }

@@ -44,7 +44,10 @@ async fn startup_parameters_follow_the_client_across_servers() {
     let mut pids = std::collections::HashSet::new();
     for _ in 0..5 {
         let (app, path, ds, tz, pid) = settings(&a).await;
-        assert_eq!((app.as_str(), path.as_str(), ds.as_str(), tz.as_str()), ("alpha", "sa,public", "German, DMY", "Asia/Tokyo"));
+        assert_eq!(
+            (app.as_str(), path.as_str(), ds.as_str(), tz.as_str()),
+            ("alpha", "sa,public", "German, DMY", "Asia/Tokyo")
+        );
         pids.insert(pid);
         let (app, path, ds, tz, pid) = settings(&b).await;
         assert_eq!((app.as_str(), path.as_str(), ds.as_str()), ("beta", "\"$user\", public", "ISO, MDY"));
@@ -116,11 +119,10 @@ async fn tokio_postgres_extended_protocol() {
             for i in 0..20i32 {
                 // Unnamed statement: Parse/Bind/Describe/Execute/Sync in one go.
                 let row = c
-                    .query_typed_one("SELECT $1::int4 * 1000 + $2::int4, $3::text IS NULL", &[
-                        (&client_no, Type::INT4),
-                        (&i, Type::INT4),
-                        (&None::<String>, Type::TEXT),
-                    ])
+                    .query_typed_one(
+                        "SELECT $1::int4 * 1000 + $2::int4, $3::text IS NULL",
+                        &[(&client_no, Type::INT4), (&i, Type::INT4), (&None::<String>, Type::TEXT)],
+                    )
                     .await
                     .unwrap();
                 assert_eq!(row.get::<_, i32>(0), client_no * 1000 + i);

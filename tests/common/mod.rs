@@ -15,9 +15,9 @@ use std::time::Duration;
 use std::future::Future;
 
 use pgbalancer_config::{AuthType, BackendConfig, BackendRole, Config, PoolMode, UserEntry};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use pgbalancer_proxy::ProxyHandle;
 use pgcluster::Cluster;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-secret";

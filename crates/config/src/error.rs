@@ -14,10 +14,7 @@ pub enum ConfigError {
     },
     /// Parse or validation problems; displayed one line per problem: `FILE: key.path: message`.
     #[error("{}", format_problems(file, problems))]
-    Invalid {
-        file: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -40,10 +37,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            key: key.into(),
-            message: message.into(),
-        }
+        Problem { key: key.into(), message: message.into() }
     }
 }
 
@@ -65,11 +59,7 @@ pub(crate) fn format_problems(file: &str, problems: &[Problem]) -> String {
 
 /// Turns a path-tracked YAML error into a [`Problem`].
 pub(crate) fn parse_problem(path: &str, inner: serde_yaml::Error) -> Problem {
-    let mut key = if path == "." {
-        String::new()
-    } else {
-        path.to_string()
-    };
+    let mut key = if path == "." { String::new() } else { path.to_string() };
     let location = inner.location();
     let mut msg = inner.to_string();
     // Syntax errors already say where they are; data errors get "(line L, column C)".
@@ -113,17 +103,9 @@ fn backticked(s: &str) -> Vec<&str> {
 /// serde writes "`x`"; we write 'x' for the offending value and plain names for the
 /// allowed ones: "unknown variant 'master', expected one of primary, replica, auto".
 fn tidy(msg: &str) -> String {
-    let msg = msg.replacen("missing field", "missing key", 1).replacen(
-        "duplicate field",
-        "duplicate key",
-        1,
-    );
+    let msg = msg.replacen("missing field", "missing key", 1).replacen("duplicate field", "duplicate key", 1);
     match msg.split_once("expected") {
-        Some((head, tail)) => format!(
-            "{}expected{}",
-            head.replace('`', "'"),
-            tail.replace('`', "")
-        ),
+        Some((head, tail)) => format!("{}expected{}", head.replace('`', "'"), tail.replace('`', "")),
         None => msg.replace('`', "'"),
     }
 }
@@ -139,10 +121,7 @@ fn unknown_key_message(field: &str, allowed: &[&str]) -> String {
         .filter(|(d, a)| *d <= 2.max(a.len() / 4) && *d < a.len());
     match best {
         Some((_, a)) => format!("unknown key '{field}' (did you mean '{a}'?)"),
-        None => format!(
-            "unknown key '{field}'; allowed keys: {}",
-            allowed.join(", ")
-        ),
+        None => format!("unknown key '{field}'; allowed keys: {}", allowed.join(", ")),
     }
 }
 
@@ -180,10 +159,7 @@ mod tests {
     #[test]
     fn unknown_key_suggestions() {
         let allowed = ["pool_size", "pool_mode", "port"];
-        assert_eq!(
-            unknown_key_message("pool_sise", &allowed),
-            "unknown key 'pool_sise' (did you mean 'pool_size'?)"
-        );
+        assert_eq!(unknown_key_message("pool_sise", &allowed), "unknown key 'pool_sise' (did you mean 'pool_size'?)");
         assert_eq!(
             unknown_key_message("zzzzzzzz", &allowed),
             "unknown key 'zzzzzzzz'; allowed keys: pool_size, pool_mode, port"

@@ -18,9 +18,7 @@ pub mod units;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use schema::{
-    AuthType, BackendConfig, BackendRole, Config, LogFormat, PoolMode, RestApiConfig, UserEntry,
-};
+pub use schema::{AuthType, BackendConfig, BackendRole, Config, LogFormat, PoolMode, RestApiConfig, UserEntry};
 pub use secret::{SecretRef, REDACTED};
 pub use units::ByteSize;
 pub use validate::{check_scram_verifier, MAX_DURATION, MIN_JWT_SECRET_LEN};
@@ -32,20 +30,14 @@ impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
         Config::from_yaml_str(&text, &file)
     }
 
     /// Parses and validates `yaml`; `origin` (a file name) prefixes every message.
     /// An empty document (or only comments) gives the defaults.
     pub fn from_yaml_str(yaml: &str, origin: &str) -> Result<Config, ConfigError> {
-        let invalid = |problem| ConfigError::Invalid {
-            file: origin.to_string(),
-            problems: vec![problem],
-        };
+        let invalid = |problem| ConfigError::Invalid { file: origin.to_string(), problems: vec![problem] };
         // A document with no content is the default config, not "EOF while parsing".
         let value: serde_yaml::Value = match serde_yaml::from_str(yaml) {
             Ok(v) => v,
@@ -70,10 +62,7 @@ impl Config {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid {
-                file: origin.to_string(),
-                problems,
-            })
+            Err(ConfigError::Invalid { file: origin.to_string(), problems })
         }
     }
 
@@ -106,12 +95,7 @@ impl Config {
     /// `listen_addresses` split on ',' and trimmed; `*` becomes `0.0.0.0` and `::`.
     pub fn listen_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = Vec::new();
-        for h in self
-            .listen_addresses
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-        {
+        for h in self.listen_addresses.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             let expanded: &[&str] = if h == "*" { &["0.0.0.0", "::"] } else { &[h] };
             for e in expanded {
                 if !hosts.iter().any(|x| x == e) {

@@ -116,10 +116,7 @@ impl fmt::Debug for UserEntry {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("UserEntry")
             .field("name", &self.name)
-            .field(
-                "password",
-                &self.password.as_ref().map(|_| crate::secret::REDACTED),
-            )
+            .field("password", &self.password.as_ref().map(|_| crate::secret::REDACTED))
             .finish()
     }
 }
@@ -196,12 +193,7 @@ impl Default for Config {
 
 impl Default for BackendConfig {
     fn default() -> BackendConfig {
-        BackendConfig {
-            host: "127.0.0.1".to_string(),
-            port: 5432,
-            role: BackendRole::Primary,
-            weight: 1,
-        }
+        BackendConfig { host: "127.0.0.1".to_string(), port: 5432, role: BackendRole::Primary, weight: 1 }
     }
 }
 

@@ -35,16 +35,12 @@ impl SecretRef {
             SecretRef::File { file } => read_secret_file(file),
             SecretRef::Env { env } => {
                 let what = || format!("environment variable {env}");
-                let fail = |kind, msg: &str| ConfigError::Io {
-                    file: what(),
-                    source: io::Error::new(kind, msg.to_string()),
-                };
+                let fail =
+                    |kind, msg: &str| ConfigError::Io { file: what(), source: io::Error::new(kind, msg.to_string()) };
                 match std::env::var(env) {
                     Ok(v) if v.is_empty() => Err(fail(io::ErrorKind::InvalidData, "is empty")),
                     Ok(v) => Ok(v),
-                    Err(std::env::VarError::NotPresent) => {
-                        Err(fail(io::ErrorKind::NotFound, "is not set"))
-                    }
+                    Err(std::env::VarError::NotPresent) => Err(fail(io::ErrorKind::NotFound, "is not set")),
                     Err(std::env::VarError::NotUnicode(_)) => {
                         Err(fail(io::ErrorKind::InvalidData, "is not valid UTF-8"))
                     }
@@ -61,17 +57,11 @@ impl SecretRef {
 
 /// Reads a secret file: trailing CR/LF trimmed, empty content is an error.
 pub(crate) fn read_secret_file(file: &std::path::Path) -> Result<String, ConfigError> {
-    let io_err = |source| ConfigError::Io {
-        file: file.display().to_string(),
-        source,
-    };
+    let io_err = |source| ConfigError::Io { file: file.display().to_string(), source };
     let text = std::fs::read_to_string(file).map_err(io_err)?;
     let secret = text.trim_end_matches(['\n', '\r']);
     if secret.is_empty() {
-        return Err(io_err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "secret file is empty",
-        )));
+        return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, "secret file is empty")));
     }
     Ok(secret.to_string())
 }
@@ -125,18 +115,12 @@ impl<'de> Deserialize<'de> for SecretRef {
                 let mut out: Option<SecretRef> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     let value = match key.as_str() {
-                        "file" => SecretRef::File {
-                            file: map.next_value()?,
-                        },
-                        "env" => SecretRef::Env {
-                            env: map.next_value()?,
-                        },
+                        "file" => SecretRef::File { file: map.next_value()? },
+                        "env" => SecretRef::Env { env: map.next_value()? },
                         other => return Err(de::Error::unknown_field(other, &["file", "env"])),
                     };
                     if out.is_some() {
-                        return Err(de::Error::custom(
-                            "give exactly one of 'file' or 'env', not both",
-                        ));
+                        return Err(de::Error::custom("give exactly one of 'file' or 'env', not both"));
                     }
                     out = Some(value);
                 }
@@ -149,10 +133,7 @@ impl<'de> Deserialize<'de> for SecretRef {
 }
 
 /// `serialize_with` for optional inline secrets such as `users[].password`.
-pub(crate) fn serialize_redacted<S: Serializer>(
-    v: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(_) => s.serialize_some(REDACTED),
         None => s.serialize_none(),

@@ -132,12 +132,7 @@ impl fmt::Display for ByteSize {
     /// Largest exact binary unit: `"64MiB"`, `"1KiB"`, `"1000B"`.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let n = self.0;
-        for (unit, div) in [
-            ("TiB", 1u64 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ] {
+        for (unit, div) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
             if n != 0 && n % div == 0 {
                 return write!(f, "{}{unit}", n / div);
             }
@@ -160,9 +155,7 @@ impl FromStr for ByteSize {
             "t" | "tb" | "tib" => 1 << 40,
             _ => return Err(invalid()),
         };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size '{s}' is too large"))
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size '{s}' is too large"))
     }
 }
 
@@ -188,9 +181,7 @@ impl<'de> Deserialize<'de> for ByteSize {
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
@@ -230,14 +221,9 @@ mod tests {
     fn duration_errors_list_allowed_forms() {
         for s in ["", "ms", "-1s", "1.5s", "10 parsecs", "1w"] {
             let e = parse_duration(s).unwrap_err();
-            assert!(
-                e.contains("\"500ms\"") && e.contains("integer number of seconds"),
-                "{e}"
-            );
+            assert!(e.contains("\"500ms\"") && e.contains("integer number of seconds"), "{e}");
         }
-        assert!(parse_duration("18446744073709551615d")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_duration("18446744073709551615d").unwrap_err().contains("too large"));
     }
 
     #[test]
@@ -282,14 +268,8 @@ mod tests {
         for s in ["", "MB", "1.5MB", "-1", "10 bits", "99999999999999999999"] {
             assert!(s.parse::<ByteSize>().is_err(), "{s}");
         }
-        assert!("20000000TB"
-            .parse::<ByteSize>()
-            .unwrap_err()
-            .contains("too large"));
-        assert!("10 bits"
-            .parse::<ByteSize>()
-            .unwrap_err()
-            .contains("\"64kB\""));
+        assert!("20000000TB".parse::<ByteSize>().unwrap_err().contains("too large"));
+        assert!("10 bits".parse::<ByteSize>().unwrap_err().contains("\"64kB\""));
     }
 
     #[test]

@@ -19,27 +19,15 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     let mut bad = |key: &str, msg: String| p.push(Problem::new(key, msg));
 
     if c.listen_addresses.trim().is_empty() {
-        bad(
-            "listen_addresses",
-            "must not be empty (use '*' for all addresses)".into(),
-        );
+        bad("listen_addresses", "must not be empty (use '*' for all addresses)".into());
     } else if c.listen_addresses.split(',').any(|h| h.trim().is_empty()) {
-        bad(
-            "listen_addresses",
-            format!("empty host in '{}'", c.listen_addresses),
-        );
+        bad("listen_addresses", format!("empty host in '{}'", c.listen_addresses));
     }
     if c.pool_size < 1 {
         bad("pool_size", "must be at least 1".into());
     }
     if c.min_pool_size > c.pool_size {
-        bad(
-            "min_pool_size",
-            format!(
-                "must not exceed pool_size ({} > {})",
-                c.min_pool_size, c.pool_size
-            ),
-        );
+        bad("min_pool_size", format!("must not exceed pool_size ({} > {})", c.min_pool_size, c.pool_size));
     }
     if c.max_client_conn < 1 {
         bad("max_client_conn", "must be at least 1".into());
@@ -50,28 +38,17 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         if u.name.is_empty() {
             bad(&format!("users[{i}].name"), "must not be empty".into());
         } else if !names.insert(u.name.as_str()) {
-            bad(
-                &format!("users[{i}].name"),
-                format!("duplicate user '{}'", u.name),
-            );
+            bad(&format!("users[{i}].name"), format!("duplicate user '{}'", u.name));
         }
         match &u.password {
             None if c.auth_type != AuthType::Trust => bad(
                 &format!("users[{i}].password"),
-                format!(
-                    "required with auth_type {} (only auth_type trust allows no password)",
-                    c.auth_type
-                ),
+                format!("required with auth_type {} (only auth_type trust allows no password)", c.auth_type),
             ),
-            Some(pw) if pw.is_empty() => {
-                bad(&format!("users[{i}].password"), "must not be empty".into())
-            }
+            Some(pw) if pw.is_empty() => bad(&format!("users[{i}].password"), "must not be empty".into()),
             Some(pw) if pw.starts_with("SCRAM-SHA-256$") => {
                 if let Err(why) = check_scram_verifier(pw) {
-                    bad(
-                        &format!("users[{i}].password"),
-                        format!("malformed SCRAM verifier: {why}"),
-                    );
+                    bad(&format!("users[{i}].password"), format!("malformed SCRAM verifier: {why}"));
                 }
             }
             Some(pw) if is_md5_hash(pw) => bad(
@@ -91,10 +68,7 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         if b.host.trim().is_empty() {
             bad(&format!("backends[{i}].host"), "must not be empty".into());
         } else if !seen.insert((b.host.as_str(), b.port)) {
-            bad(
-                &format!("backends[{i}]"),
-                format!("duplicate backend {}:{}", b.host, b.port),
-            );
+            bad(&format!("backends[{i}]"), format!("duplicate backend {}:{}", b.host, b.port));
         }
         if b.port == 0 {
             bad(&format!("backends[{i}].port"), "must not be 0".into());
@@ -102,31 +76,22 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         if b.role == BackendRole::Primary {
             primaries += 1;
             if primaries == 2 {
-                bad(
-                    &format!("backends[{i}].role"),
-                    "more than one backend has role primary".into(),
-                );
+                bad(&format!("backends[{i}].role"), "more than one backend has role primary".into());
             }
         }
     }
 
     if c.server_user.as_deref() == Some("") {
-        bad(
-            "server_user",
-            "must not be empty (omit it to use the client's user name)".into(),
-        );
+        bad("server_user", "must not be empty (omit it to use the client's user name)".into());
     }
     if let Some(s) = &c.server_password {
         check_secret(&mut bad, "server_password", s);
     }
     match &c.server_password_file {
-        Some(_) if c.server_password.is_some() => bad(
-            "server_password_file",
-            "conflicts with server_password; set only one of them".into(),
-        ),
-        Some(f) if f.as_os_str().is_empty() => {
-            bad("server_password_file", "must not be empty".into())
+        Some(_) if c.server_password.is_some() => {
+            bad("server_password_file", "conflicts with server_password; set only one of them".into())
         }
+        Some(f) if f.as_os_str().is_empty() => bad("server_password_file", "must not be empty".into()),
         _ => {}
     }
 
@@ -152,16 +117,10 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
 
     let size = c.max_message_size.bytes();
     if !(ByteSize::KIB..=ByteSize::GIB).contains(&size) {
-        bad(
-            "max_message_size",
-            format!("must be between 1KiB and 1GiB (got {})", c.max_message_size),
-        );
+        bad("max_message_size", format!("must be between 1KiB and 1GiB (got {})", c.max_message_size));
     }
     if c.log_level.trim().is_empty() {
-        bad(
-            "log_level",
-            "must not be empty (e.g. 'info' or 'info,pgbalancer=debug')".into(),
-        );
+        bad("log_level", "must not be empty (e.g. 'info' or 'info,pgbalancer=debug')".into());
     }
 
     if c.ssl {
@@ -176,20 +135,15 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         bad("rest_api.bind_address", "must not be empty".into());
     }
     if r.enabled && r.port != 0 && r.port == c.port {
-        bad(
-            "rest_api.port",
-            format!("same as port ({}); use a different port", c.port),
-        );
+        bad("rest_api.port", format!("same as port ({}); use a different port", c.port));
     }
     match &r.jwt_secret {
-        None if r.enabled && r.jwt_enabled => bad(
-            "rest_api.jwt_secret",
-            "required when rest_api.enabled and rest_api.jwt_enabled are true".into(),
-        ),
-        Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => bad(
-            "rest_api.jwt_secret",
-            format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"),
-        ),
+        None if r.enabled && r.jwt_enabled => {
+            bad("rest_api.jwt_secret", "required when rest_api.enabled and rest_api.jwt_enabled are true".into())
+        }
+        Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => {
+            bad("rest_api.jwt_secret", format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"))
+        }
         Some(s) => check_secret(&mut bad, "rest_api.jwt_secret", s),
         None => {}
     }
@@ -202,10 +156,9 @@ fn check_secret(bad: &mut impl FnMut(&str, String), key: &str, s: &SecretRef) {
         SecretRef::File { file } if file.as_os_str().is_empty() => {
             bad(&format!("{key}.file"), "must not be empty".into())
         }
-        SecretRef::Env { env } if env.is_empty() || env.contains('=') || env.contains('\0') => bad(
-            &format!("{key}.env"),
-            format!("invalid environment variable name '{env}'"),
-        ),
+        SecretRef::Env { env } if env.is_empty() || env.contains('=') || env.contains('\0') => {
+            bad(&format!("{key}.env"), format!("invalid environment variable name '{env}'"))
+        }
         _ => {}
     }
 }
@@ -213,19 +166,14 @@ fn check_secret(bad: &mut impl FnMut(&str, String), key: &str, s: &SecretRef) {
 /// Checks `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 fields,
 /// 32-byte keys), the format PostgreSQL stores in `pg_authid.rolpassword`.
 pub fn check_scram_verifier(v: &str) -> Result<(), String> {
-    const FORM: &str =
-        "expected SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>";
+    const FORM: &str = "expected SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>";
     let rest = v.strip_prefix("SCRAM-SHA-256$").ok_or(FORM)?;
     let (params, keys) = rest.split_once('$').ok_or(FORM)?;
     let (iter, salt) = params.split_once(':').ok_or(FORM)?;
     let (stored, server) = keys.split_once(':').ok_or(FORM)?;
     match iter.parse::<u32>() {
         Ok(n) if n >= 1 => {}
-        _ => {
-            return Err(format!(
-                "iteration count '{iter}' is not a positive integer"
-            ))
-        }
+        _ => return Err(format!("iteration count '{iter}' is not a positive integer")),
     }
     match base64_len(salt) {
         Some(n) if n > 0 => {}
@@ -250,10 +198,7 @@ fn base64_len(s: &str) -> Option<usize> {
         return None;
     }
     let body = &b[..b.len() - pad];
-    if !body
-        .iter()
-        .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-    {
+    if !body.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/') {
         return None;
     }
     Some(b.len() / 4 * 3 - pad)
@@ -277,26 +222,19 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
                 "users[{i}].password: ignored with auth_type trust (any client may log in as '{}')",
                 u.name
             )),
-            Some(pw) if !pw.starts_with("SCRAM-SHA-256$") => w.push(format!(
-                "users[{i}].password: plaintext password in config; store a SCRAM verifier instead"
-            )),
+            Some(pw) if !pw.starts_with("SCRAM-SHA-256$") => {
+                w.push(format!("users[{i}].password: plaintext password in config; store a SCRAM verifier instead"))
+            }
             _ => {}
         }
     }
     if c.server_password.as_ref().is_some_and(SecretRef::is_plain) {
         w.push(
-            "server_password: plaintext password in config; use server_password_file or {file: ...}/{env: ...}"
-                .into(),
+            "server_password: plaintext password in config; use server_password_file or {file: ...}/{env: ...}".into(),
         );
     }
-    if c.rest_api
-        .jwt_secret
-        .as_ref()
-        .is_some_and(SecretRef::is_plain)
-    {
-        w.push(
-            "rest_api.jwt_secret: secret stored in config; use {file: ...} or {env: ...}".into(),
-        );
+    if c.rest_api.jwt_secret.as_ref().is_some_and(SecretRef::is_plain) {
+        w.push("rest_api.jwt_secret: secret stored in config; use {file: ...} or {env: ...}".into());
     }
     if c.auth_type == AuthType::Trust && c.listen_hosts().iter().any(|h| !is_loopback(h)) {
         w.push(format!(
@@ -305,22 +243,12 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
         ));
     }
     if c.rest_api.enabled && !c.rest_api.jwt_enabled {
-        w.push(
-            "rest_api.jwt_enabled: false: the REST API accepts requests without authentication"
-                .into(),
-        );
+        w.push("rest_api.jwt_enabled: false: the REST API accepts requests without authentication".into());
     }
     if c.rest_api.enabled && !is_loopback(&c.rest_api.bind_address) {
-        w.push(format!(
-            "rest_api.bind_address: '{}' exposes the admin API beyond this host",
-            c.rest_api.bind_address
-        ));
+        w.push(format!("rest_api.bind_address: '{}' exposes the admin API beyond this host", c.rest_api.bind_address));
     }
-    for (key, v) in [
-        ("ssl_cert", &c.ssl_cert),
-        ("ssl_key", &c.ssl_key),
-        ("ssl_ca_cert", &c.ssl_ca_cert),
-    ] {
+    for (key, v) in [("ssl_cert", &c.ssl_cert), ("ssl_key", &c.ssl_key), ("ssl_ca_cert", &c.ssl_ca_cert)] {
         if v.is_some() && !c.ssl {
             w.push(format!("{key}: ignored because ssl is false"));
         }

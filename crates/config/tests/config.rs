@@ -7,9 +7,7 @@ use pgbalancer_config::*;
 const SCRAM: &str = "SCRAM-SHA-256$4096:gjx+HmWU8PXRnlOe2kvBKw==$YZ8RqLDsMRKIR/AiDdF+MjUp+Gu8om3vyWbLrSMvqXw=:+Bu+Xzn5KtUivY/DtSG1sFJq5GE2oFOBRekaYkaYGNc=";
 
 fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
 
 fn parse(yaml: &str) -> Result<Config, ConfigError> {
@@ -61,9 +59,7 @@ fn example_file_loads() {
     let d = Config {
         users: c.users.clone(),
         rest_api: RestApiConfig {
-            jwt_secret: Some(SecretRef::Env {
-                env: "PGBALANCER_JWT_SECRET".into(),
-            }),
+            jwt_secret: Some(SecretRef::Env { env: "PGBALANCER_JWT_SECRET".into() }),
             ..RestApiConfig::default()
         },
         ..Config::default()
@@ -105,12 +101,7 @@ fn each_default() {
     assert!(c.users.is_empty());
     assert_eq!(
         c.backends,
-        vec![BackendConfig {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            role: BackendRole::Primary,
-            weight: 1
-        }]
+        vec![BackendConfig { host: "127.0.0.1".into(), port: 5432, role: BackendRole::Primary, weight: 1 }]
     );
     assert_eq!(c.server_user, None);
     assert_eq!(c.server_password, None);
@@ -147,23 +138,12 @@ fn each_default() {
 
 #[test]
 fn backend_field_defaults_apply_per_entry() {
-    let c = parse("backends:\n  - host: db1\n  - host: db2\n    role: replica\n    weight: 3\n  - {port: 5433, role: auto}\n").unwrap();
-    assert_eq!(
-        c.backends[0],
-        BackendConfig {
-            host: "db1".into(),
-            ..BackendConfig::default()
-        }
-    );
-    assert_eq!(
-        c.backends[1],
-        BackendConfig {
-            host: "db2".into(),
-            port: 5432,
-            role: BackendRole::Replica,
-            weight: 3
-        }
-    );
+    let c = parse(
+        "backends:\n  - host: db1\n  - host: db2\n    role: replica\n    weight: 3\n  - {port: 5433, role: auto}\n",
+    )
+    .unwrap();
+    assert_eq!(c.backends[0], BackendConfig { host: "db1".into(), ..BackendConfig::default() });
+    assert_eq!(c.backends[1], BackendConfig { host: "db2".into(), port: 5432, role: BackendRole::Replica, weight: 3 });
     assert_eq!(c.backends[2].host, "127.0.0.1");
     assert_eq!(c.backends[2].port, 5433);
     assert_eq!(c.backends[2].role, BackendRole::Auto);
@@ -180,26 +160,14 @@ fn seed_keys_accepted_as_written() {
     assert!(c.log_connections && c.log_disconnections && c.log_statement);
     assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/etc/c.crt")));
     assert!(c.rest_api.enabled);
-    assert_eq!(
-        c.rest_api
-            .jwt_secret
-            .as_ref()
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .len(),
-        32
-    );
+    assert_eq!(c.rest_api.jwt_secret.as_ref().unwrap().resolve().unwrap().len(), 32);
     assert_eq!(c.listen_hosts(), vec!["0.0.0.0", "::"]);
 }
 
 #[test]
 fn enums_parse() {
     let c = parse("pool_mode: session\nauth_type: trust\nlog_format: json\n").unwrap();
-    assert_eq!(
-        (c.pool_mode, c.auth_type, c.log_format),
-        (PoolMode::Session, AuthType::Trust, LogFormat::Json)
-    );
+    assert_eq!((c.pool_mode, c.auth_type, c.log_format), (PoolMode::Session, AuthType::Trust, LogFormat::Json));
 }
 
 #[test]
@@ -221,11 +189,7 @@ fn duration_unit_forms_in_yaml() {
     }
     let p = one_problem("server_lifetime: 1.5h\n");
     assert_eq!(p.key, "server_lifetime");
-    assert!(
-        p.message.contains("\"500ms\"") && p.message.contains("integer number of seconds"),
-        "{}",
-        p.message
-    );
+    assert!(p.message.contains("\"500ms\"") && p.message.contains("integer number of seconds"), "{}", p.message);
     let p = one_problem("shutdown_timeout: -3\n");
     assert_eq!(p.key, "shutdown_timeout");
     assert!(p.message.contains("negative"), "{}", p.message);
@@ -248,10 +212,7 @@ fn size_unit_forms_in_yaml() {
         let c = parse(&format!("max_message_size: {v}\n")).unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!(c.max_message_size.bytes(), want, "{v}");
     }
-    assert_eq!(
-        parse("max_message_size: 1GB\n").unwrap().max_message_size,
-        ByteSize(1 << 30)
-    );
+    assert_eq!(parse("max_message_size: 1GB\n").unwrap().max_message_size, ByteSize(1 << 30));
     let p = one_problem("max_message_size: 12 parsecs\n");
     assert_eq!(p.key, "max_message_size");
     assert!(p.message.contains("\"64kB\""), "{}", p.message);
@@ -261,12 +222,7 @@ fn size_unit_forms_in_yaml() {
 fn unknown_keys_name_their_path() {
     let p = one_problem("pool_sise: 3\n");
     assert_eq!(p.key, "pool_sise");
-    assert!(
-        p.message
-            .starts_with("unknown key 'pool_sise' (did you mean 'pool_size'?)"),
-        "{}",
-        p.message
-    );
+    assert!(p.message.starts_with("unknown key 'pool_sise' (did you mean 'pool_size'?)"), "{}", p.message);
 
     let p = one_problem("backends:\n  - host: a\n    hots: b\n");
     assert_eq!(p.key, "backends[0].hots");
@@ -283,20 +239,14 @@ fn unknown_keys_name_their_path() {
     assert!(p.message.contains("file, env"), "{}", p.message);
 
     let err = parse("listen: '*'\n").unwrap_err().to_string();
-    assert!(
-        err.starts_with("test.yml: listen: unknown key 'listen'"),
-        "{err}"
-    );
+    assert!(err.starts_with("test.yml: listen: unknown key 'listen'"), "{err}");
 }
 
 #[test]
 fn type_errors_name_file_path_and_problem() {
-    let err = Config::from_yaml_str(
-        "backends:\n  - host: a\n    role: master\n",
-        "/etc/pgbalancer/pgbalancer.yml",
-    )
-    .unwrap_err()
-    .to_string();
+    let err = Config::from_yaml_str("backends:\n  - host: a\n    role: master\n", "/etc/pgbalancer/pgbalancer.yml")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("/etc/pgbalancer/pgbalancer.yml: backends[0].role: unknown variant 'master', expected one of primary, replica, auto"),
         "{err}"
@@ -331,10 +281,7 @@ fn validation_reports_every_problem_with_its_key() {
              server_password: x\nserver_password_file: /x\nserver_connect_timeout: 0\nserver_lifetime: 400d\n\
              max_message_size: 100\nlog_level: ' '\nssl: true\nbackend_encryption: true\n\
              rest_api: {enabled: true, port: 9999, bind_address: '', jwt_secret: short}\n";
-    let got: Vec<(String, String)> = problems(y)
-        .into_iter()
-        .map(|p| (p.key, p.message))
-        .collect();
+    let got: Vec<(String, String)> = problems(y).into_iter().map(|p| (p.key, p.message)).collect();
     let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
@@ -375,18 +322,14 @@ fn validation_reports_every_problem_with_its_key() {
     let err = parse(y).unwrap_err().to_string();
     assert_eq!(err.lines().count(), got.len());
     assert!(err.lines().all(|l| l.starts_with("test.yml: ")), "{err}");
-    assert!(
-        err.contains("\ntest.yml: pool_size: must be at least 1\n"),
-        "{err}"
-    );
+    assert!(err.contains("\ntest.yml: pool_size: must be at least 1\n"), "{err}");
 }
 
 #[test]
 fn validation_edge_cases() {
     assert_eq!(one_problem("backends: []\n").key, "backends");
     // port 0 = pick a free port; empty reset query = no reset; trust needs no passwords.
-    let c =
-        parse("port: 0\nserver_reset_query: ''\nauth_type: trust\nusers: [{name: a}]\n").unwrap();
+    let c = parse("port: 0\nserver_reset_query: ''\nauth_type: trust\nusers: [{name: a}]\n").unwrap();
     assert_eq!(c.port, 0);
     assert_eq!(c.server_reset_query, "");
     assert_eq!(c.user("a").unwrap().password, None);
@@ -397,24 +340,12 @@ fn validation_edge_cases() {
         one_problem("users: [{name: a, password: md50123456789abcdef0123456789abcdef}]\n").key,
         "users[0].password"
     );
-    assert_eq!(
-        one_problem("rest_api: {enabled: true}\n").key,
-        "rest_api.jwt_secret"
-    );
+    assert_eq!(one_problem("rest_api: {enabled: true}\n").key, "rest_api.jwt_secret");
     parse("rest_api: {enabled: true, jwt_enabled: false}\n").unwrap();
     parse("rest_api: {enabled: true, jwt_secret: {env: X}}\n").unwrap();
-    assert_eq!(
-        one_problem("server_password: {env: ''}\n").key,
-        "server_password.env"
-    );
-    assert_eq!(
-        one_problem("server_password: {file: /a, env: B}\n").key,
-        "server_password"
-    );
-    assert_eq!(
-        one_problem("max_message_size: 2GiB\n").key,
-        "max_message_size"
-    );
+    assert_eq!(one_problem("server_password: {env: ''}\n").key, "server_password.env");
+    assert_eq!(one_problem("server_password: {file: /a, env: B}\n").key, "server_password");
+    assert_eq!(one_problem("max_message_size: 2GiB\n").key, "max_message_size");
     parse("max_message_size: 1kB\n").unwrap();
 }
 
@@ -422,21 +353,13 @@ fn validation_edge_cases() {
 fn warnings_name_keys() {
     let c = parse("users:\n  - {name: a, password: hunter2}\n  - {name: b, password: 'SCRAM-SHA-256$4096:gjx+HmWU8PXRnlOe2kvBKw==$YZ8RqLDsMRKIR/AiDdF+MjUp+Gu8om3vyWbLrSMvqXw=:+Bu+Xzn5KtUivY/DtSG1sFJq5GE2oFOBRekaYkaYGNc='}\nserver_password: pw\n").unwrap();
     let w = c.warnings();
-    assert_eq!(
-        w[0],
-        "users[0].password: plaintext password in config; store a SCRAM verifier instead"
-    );
+    assert_eq!(w[0], "users[0].password: plaintext password in config; store a SCRAM verifier instead");
     assert!(w[1].starts_with("server_password: plaintext"), "{w:?}");
     assert_eq!(w.len(), 2, "{w:?}");
 
-    let w = parse("auth_type: trust\nlisten_addresses: '*'\nssl_cert: /c\n")
-        .unwrap()
-        .warnings();
+    let w = parse("auth_type: trust\nlisten_addresses: '*'\nssl_cert: /c\n").unwrap().warnings();
     assert!(w.iter().any(|m| m.starts_with("auth_type: trust")), "{w:?}");
-    assert!(
-        w.iter().any(|m| m.starts_with("ssl_cert: ignored")),
-        "{w:?}"
-    );
+    assert!(w.iter().any(|m| m.starts_with("ssl_cert: ignored")), "{w:?}");
     assert!(Config::default().warnings().is_empty());
 }
 
@@ -452,10 +375,7 @@ fn file_permission_warnings() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let w = Config::file_warnings(&path);
     assert_eq!(w.len(), 1);
-    assert!(
-        w[0].contains("0644") && w[0].contains(&path.display().to_string()),
-        "{w:?}"
-    );
+    assert!(w[0].contains("0644") && w[0].contains(&path.display().to_string()), "{w:?}");
     assert_eq!(Config::load(&path).unwrap().port, 1);
 }
 
@@ -463,61 +383,35 @@ fn file_permission_warnings() {
 fn load_errors_name_the_file() {
     let err = Config::load(Path::new("/nonexistent/pgbalancer.yml")).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/pgbalancer.yml: cannot read: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("/nonexistent/pgbalancer.yml: cannot read: "), "{err}");
 
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(b"pool_size: 0\n").unwrap();
     let err = Config::load(f.path()).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        format!("{}: pool_size: must be at least 1", f.path().display())
-    );
+    assert_eq!(err, format!("{}: pool_size: must be at least 1", f.path().display()));
 }
 
 #[test]
 fn secrets_resolve_from_plain_file_and_env() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(b"s3cret pass\r\n").unwrap();
-    let file = SecretRef::File {
-        file: f.path().to_path_buf(),
-    };
+    let file = SecretRef::File { file: f.path().to_path_buf() };
     assert_eq!(file.resolve().unwrap(), "s3cret pass");
     assert_eq!(SecretRef::Plain("p".into()).resolve().unwrap(), "p");
 
     std::env::set_var("PGBALANCER_CONFIG_TEST_SECRET", "from-env");
-    let env = SecretRef::Env {
-        env: "PGBALANCER_CONFIG_TEST_SECRET".into(),
-    };
+    let env = SecretRef::Env { env: "PGBALANCER_CONFIG_TEST_SECRET".into() };
     assert_eq!(env.resolve().unwrap(), "from-env");
 
-    let missing = SecretRef::Env {
-        env: "PGBALANCER_CONFIG_TEST_UNSET".into(),
-    };
+    let missing = SecretRef::Env { env: "PGBALANCER_CONFIG_TEST_UNSET".into() };
     let e = missing.resolve().unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "environment variable PGBALANCER_CONFIG_TEST_UNSET: cannot read: is not set"
-    );
+    assert_eq!(e, "environment variable PGBALANCER_CONFIG_TEST_UNSET: cannot read: is not set");
 
-    let e = SecretRef::File {
-        file: "/nonexistent/secret".into(),
-    }
-    .resolve()
-    .unwrap_err()
-    .to_string();
+    let e = SecretRef::File { file: "/nonexistent/secret".into() }.resolve().unwrap_err().to_string();
     assert!(e.starts_with("/nonexistent/secret: cannot read: "), "{e}");
 
     let empty = tempfile::NamedTempFile::new().unwrap();
-    let e = SecretRef::File {
-        file: empty.path().into(),
-    }
-    .resolve()
-    .unwrap_err()
-    .to_string();
+    let e = SecretRef::File { file: empty.path().into() }.resolve().unwrap_err().to_string();
     assert!(e.ends_with("secret file is empty"), "{e}");
 
     // YAML forms.
@@ -527,10 +421,7 @@ fn secrets_resolve_from_plain_file_and_env() {
     );
     let c = parse(&y).unwrap();
     assert_eq!(c.server_password().unwrap().as_deref(), Some("s3cret pass"));
-    assert_eq!(
-        c.rest_api.jwt_secret.unwrap().resolve().unwrap(),
-        "from-env"
-    );
+    assert_eq!(c.rest_api.jwt_secret.unwrap().resolve().unwrap(), "from-env");
 }
 
 #[test]
@@ -545,11 +436,7 @@ fn server_password_sources() {
     assert_eq!(c.server_password().unwrap().as_deref(), Some("from-file"));
 
     let c = parse("server_password_file: /nonexistent/pw\n").unwrap();
-    assert!(c
-        .server_password()
-        .unwrap_err()
-        .to_string()
-        .starts_with("/nonexistent/pw: cannot read"));
+    assert!(c.server_password().unwrap_err().to_string().starts_with("/nonexistent/pw: cannot read"));
 }
 
 #[test]
@@ -567,19 +454,17 @@ fn secrets_never_shown() {
         assert!(shown.contains("<redacted>"), "{shown}");
     }
     let refs = parse("server_password: {env: PW_VAR}\n").unwrap();
-    assert!(serde_yaml::to_string(&refs)
-        .unwrap()
-        .contains("env: PW_VAR"));
+    assert!(serde_yaml::to_string(&refs).unwrap().contains("env: PW_VAR"));
 }
 
 #[test]
 fn serialized_config_reads_back() {
-    let c = parse("pool_mode: session\nquery_wait_timeout: 1500ms\nmax_message_size: 3kB\nbackends: [{host: x, role: replica}]\n").unwrap();
+    let c = parse(
+        "pool_mode: session\nquery_wait_timeout: 1500ms\nmax_message_size: 3kB\nbackends: [{host: x, role: replica}]\n",
+    )
+    .unwrap();
     let dump = serde_yaml::to_string(&c).unwrap();
-    assert!(
-        dump.contains("query_wait_timeout: 1500ms") && dump.contains("max_message_size: 3KiB"),
-        "{dump}"
-    );
+    assert!(dump.contains("query_wait_timeout: 1500ms") && dump.contains("max_message_size: 3KiB"), "{dump}");
     assert_eq!(parse(&dump).unwrap(), c);
     let d = Config::default();
     assert_eq!(parse(&serde_yaml::to_string(&d).unwrap()).unwrap(), d);

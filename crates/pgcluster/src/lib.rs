@@ -75,11 +75,7 @@ pub enum Error {
     },
     /// A PostgreSQL binary (or helper) exited unsuccessfully.
     #[error("{command} failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { command: String, status: String, stderr: String },
     /// A wait did not finish before its deadline.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -90,10 +86,7 @@ pub enum Error {
 
 impl Error {
     fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
@@ -115,11 +108,7 @@ impl Default for ClusterOptions {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN_DIR));
-        ClusterOptions {
-            replicas: 1,
-            extra_conf: Vec::new(),
-            bin_dir,
-        }
+        ClusterOptions { replicas: 1, extra_conf: Vec::new(), bin_dir }
     }
 }
 
@@ -230,8 +219,7 @@ impl Node {
             return Ok(());
         }
         let mut cmd = self.pg_ctl();
-        cmd.args(["start", "-w", "-t", PG_CTL_TIMEOUT, "-l"])
-            .arg(&self.log_file);
+        cmd.args(["start", "-w", "-t", PG_CTL_TIMEOUT, "-l"]).arg(&self.log_file);
         run(cmd, &format!("pg_ctl start ({})", self.name)).map_err(|e| self.with_log(e))?;
         Ok(())
     }
@@ -256,8 +244,7 @@ impl Node {
     /// Restart the server (`pg_ctl restart -m fast`); starts it if it was stopped.
     pub fn restart(&self) -> Result<(), Error> {
         let mut cmd = self.pg_ctl();
-        cmd.args(["restart", "-m", "fast", "-w", "-t", PG_CTL_TIMEOUT, "-l"])
-            .arg(&self.log_file);
+        cmd.args(["restart", "-m", "fast", "-w", "-t", PG_CTL_TIMEOUT, "-l"]).arg(&self.log_file);
         run(cmd, &format!("pg_ctl restart ({})", self.name)).map_err(|e| self.with_log(e))?;
         Ok(())
     }
@@ -279,10 +266,7 @@ impl Node {
 
     /// `host=127.0.0.1 port=N user=U dbname=D`
     pub fn conninfo(&self, user: &str, db: &str) -> String {
-        format!(
-            "host={} port={} user={} dbname={}",
-            self.host, self.port, user, db
-        )
+        format!("host={} port={} user={} dbname={}", self.host, self.port, user, db)
     }
 
     /// Run SQL as the superuser over TCP; see [`Cluster::psql`].
@@ -299,18 +283,10 @@ impl Node {
 
     fn with_log(&self, e: Error) -> Error {
         match e {
-            Error::Command {
+            Error::Command { command, status, stderr } => Error::Command {
                 command,
                 status,
-                stderr,
-            } => Error::Command {
-                command,
-                status,
-                stderr: format!(
-                    "{stderr}\n--- last lines of {} ---\n{}",
-                    self.log_file.display(),
-                    self.log_tail(30)
-                ),
+                stderr: format!("{stderr}\n--- last lines of {} ---\n{}", self.log_file.display(), self.log_tail(30)),
             },
             other => other,
         }
@@ -359,10 +335,7 @@ impl Watchdog {
             .args(data_dirs)
             .env("PGCLUSTER_DIR", &ctx.dir)
             .env("PGCLUSTER_PGCTL", ctx.bin("pg_ctl"))
-            .env(
-                "PGCLUSTER_RUNUSER",
-                ctx.runuser.as_deref().unwrap_or(Path::new("")),
-            )
+            .env("PGCLUSTER_RUNUSER", ctx.runuser.as_deref().unwrap_or(Path::new("")))
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -372,9 +345,7 @@ impl Watchdog {
         for v in PG_ENV_VARS {
             cmd.env_remove(v);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io("spawning the cleanup watchdog (sh)", e))?;
+        let mut child = cmd.spawn().map_err(|e| Error::io("spawning the cleanup watchdog (sh)", e))?;
         let stdin = child.stdin.take();
         Ok(Watchdog { child, stdin })
     }
@@ -413,18 +384,10 @@ impl Cluster {
             }
         }
         let root = effective_uid()? == 0;
-        let (runuser, owner) = if root {
-            (Some(find_runuser()), Some(postgres_ids()?))
-        } else {
-            (None, None)
-        };
+        let (runuser, owner) = if root { (Some(find_runuser()), Some(postgres_ids()?)) } else { (None, None) };
 
         // As root use /tmp: $TMPDIR may not be reachable by `postgres`.
-        let base = if root {
-            PathBuf::from("/tmp")
-        } else {
-            std::env::temp_dir()
-        };
+        let base = if root { PathBuf::from("/tmp") } else { std::env::temp_dir() };
         let tmp = tempfile::Builder::new()
             .prefix("pgcluster-")
             .tempdir_in(&base)
@@ -433,15 +396,10 @@ impl Cluster {
             std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid))
                 .map_err(|e| Error::io(format!("chown {} to postgres", tmp.path().display()), e))?;
         }
-        let ctx = Arc::new(Ctx {
-            bin_dir: opts.bin_dir.clone(),
-            runuser,
-            dir: tmp.path().to_path_buf(),
-        });
+        let ctx = Arc::new(Ctx { bin_dir: opts.bin_dir.clone(), runuser, dir: tmp.path().to_path_buf() });
 
         let primary = Node::new(&ctx, "primary", free_port()?);
-        let replica_names: Vec<String> =
-            (1..=opts.replicas).map(|i| format!("replica{i}")).collect();
+        let replica_names: Vec<String> = (1..=opts.replicas).map(|i| format!("replica{i}")).collect();
         let mut dirs = vec![primary.data_dir.clone()];
         dirs.extend(replica_names.iter().map(|n| ctx.dir.join(n)));
         let watchdog = Watchdog::spawn(&ctx, &dirs)?;
@@ -468,17 +426,10 @@ impl Cluster {
             "-N",
         ]);
         run(cmd, "initdb")?;
-        append_file(
-            &cluster.primary.data_dir.join("postgresql.conf"),
-            &base_conf(&ctx.dir, &opts.extra_conf),
-        )?;
+        append_file(&cluster.primary.data_dir.join("postgresql.conf"), &base_conf(&ctx.dir, &opts.extra_conf))?;
         write_file(&cluster.primary.data_dir.join("pg_hba.conf"), HBA_CONF)?;
         start_new_node(&mut cluster.primary)?;
-        cluster.psql(
-            &cluster.primary,
-            "postgres",
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
-        )?;
+        cluster.psql(&cluster.primary, "postgres", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
 
         // Replicas.
         for name in &replica_names {
@@ -488,9 +439,7 @@ impl Cluster {
                 .arg(&node.data_dir)
                 .args(["-h", HOST, "-p"])
                 .arg(cluster.primary.port.to_string())
-                .args([
-                    "-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-N", "-C", "-S",
-                ])
+                .args(["-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-N", "-C", "-S"])
                 .arg(name);
             run(cmd, &format!("pg_basebackup ({name})"))?;
             cluster.replicas.push(node.clone());
@@ -541,9 +490,7 @@ impl Cluster {
         let _g = self.admin_lock.lock().unwrap_or_else(|e| e.into_inner());
         let tag = "$pgcluster_role$";
         if name.contains(tag) || password.contains(tag) {
-            return Err(Error::Other(format!(
-                "role name/password must not contain {tag}"
-            )));
+            return Err(Error::Other(format!("role name/password must not contain {tag}")));
         }
         let n = quote_literal(name);
         let p = quote_literal(password);
@@ -565,24 +512,13 @@ impl Cluster {
     /// `CREATE DATABASE name OWNER owner` on the primary; if it exists, `ALTER DATABASE ... OWNER TO`.
     pub fn create_database(&self, name: &str, owner: &str) -> Result<(), Error> {
         let _g = self.admin_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let exists_sql = format!(
-            "SELECT count(*) FROM pg_database WHERE datname = {}",
-            quote_literal(name)
-        );
-        let alter = format!(
-            "ALTER DATABASE {} OWNER TO {}",
-            quote_ident(name),
-            quote_ident(owner)
-        );
+        let exists_sql = format!("SELECT count(*) FROM pg_database WHERE datname = {}", quote_literal(name));
+        let alter = format!("ALTER DATABASE {} OWNER TO {}", quote_ident(name), quote_ident(owner));
         if self.psql(&self.primary, "postgres", &exists_sql)? != "0" {
             self.psql(&self.primary, "postgres", &alter)?;
             return Ok(());
         }
-        let create = format!(
-            "CREATE DATABASE {} OWNER {}",
-            quote_ident(name),
-            quote_ident(owner)
-        );
+        let create = format!("CREATE DATABASE {} OWNER {}", quote_ident(name), quote_ident(owner));
         match self.psql(&self.primary, "postgres", &create) {
             Ok(_) => Ok(()),
             // Created concurrently by another process.
@@ -602,9 +538,7 @@ impl Cluster {
     pub fn wait_replicas_caught_up(&self) -> Result<(), Error> {
         let lsn = self.psql(&self.primary, "postgres", "SELECT pg_current_wal_insert_lsn()")?;
         let deadline = Instant::now() + WAIT_DEADLINE;
-        let sql = format!(
-            "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn, false)"
-        );
+        let sql = format!("SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn, false)");
         for node in &self.replicas {
             if !node.data_dir.join("postmaster.pid").exists() {
                 continue;
@@ -685,9 +619,7 @@ impl Drop for Cluster {
 /// With the startup error if the cluster cannot start (every later call panics the same way).
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    match SHARED
-        .get_or_init(|| Cluster::start(ClusterOptions::default()).map_err(|e| e.to_string()))
-    {
+    match SHARED.get_or_init(|| Cluster::start(ClusterOptions::default()).map_err(|e| e.to_string())) {
         Ok(c) => c,
         Err(e) => panic!("pgcluster: could not start the shared PostgreSQL cluster: {e}"),
     }
@@ -738,11 +670,7 @@ fn start_new_node(node: &mut Node) -> Result<(), Error> {
         attempt += 1;
         append_file(
             &node.data_dir.join("postgresql.conf"),
-            &format!(
-                "port = {}\ncluster_name = {}\n",
-                node.port,
-                quote_literal(&node.name)
-            ),
+            &format!("port = {}\ncluster_name = {}\n", node.port, quote_literal(&node.name)),
         )?;
         match node.start() {
             Ok(()) => return Ok(()),
@@ -768,21 +696,14 @@ fn run(mut cmd: Command, what: &str) -> Result<Output, Error> {
         if stderr.is_empty() {
             stderr = String::from_utf8_lossy(&out.stdout).trim().to_string();
         }
-        Err(Error::Command {
-            command: what.to_string(),
-            status: out.status.to_string(),
-            stderr,
-        })
+        Err(Error::Command { command: what.to_string(), status: out.status.to_string(), stderr })
     }
 }
 
 fn append_file(path: &Path, text: &str) -> Result<(), Error> {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    let mut f =
+        OpenOptions::new().append(true).open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    f.write_all(text.as_bytes()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Overwrite an existing file in place (keeps its owner and mode).
@@ -792,17 +713,13 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
         .truncate(true)
         .open(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    f.write_all(text.as_bytes()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
 fn free_port() -> Result<u16, Error> {
     let l = TcpListener::bind((HOST, 0)).map_err(|e| Error::io("binding 127.0.0.1:0", e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| Error::io("reading local address", e))?
-        .port();
+    let port = l.local_addr().map_err(|e| Error::io("reading local address", e))?.port();
     Ok(port)
 }
 
@@ -844,16 +761,11 @@ fn postgres_ids() -> Result<(u32, u32), Error> {
 }
 
 fn find_runuser() -> PathBuf {
-    [
-        "/usr/sbin/runuser",
-        "/sbin/runuser",
-        "/usr/bin/runuser",
-        "/bin/runuser",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| PathBuf::from("runuser"))
+    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("runuser"))
 }
 
 /// SQL string literal.

@@ -16,10 +16,7 @@ fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // "pid (comm) S ..." — comm may contain spaces/parens; state follows the last ')'.
-            let state = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
             !state.starts_with('Z') && !state.starts_with('X')
         }
         Err(_) => false,
@@ -33,11 +30,7 @@ fn wait_gone(pids: &[u32], dir: &Path) {
         if left.is_empty() && !dir.exists() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still alive: {left:?}; dir exists: {}",
-            dir.exists()
-        );
+        assert!(Instant::now() < deadline, "still alive: {left:?}; dir exists: {}", dir.exists());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -50,10 +43,7 @@ fn drop_stops_everything() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(
-        c.psql(&c.primary, "postgres", "SHOW work_mem").unwrap(),
-        "8MB"
-    );
+    assert_eq!(c.psql(&c.primary, "postgres", "SHOW work_mem").unwrap(), "8MB");
     let pid = c.primary.postmaster_pid().unwrap();
     assert!(alive(pid));
     let dir = c.dir().to_path_buf();
@@ -70,10 +60,7 @@ fn cleanup_child_entry() {
         return;
     }
     let c = Cluster::start(ClusterOptions::default()).unwrap();
-    let pids: Vec<String> = c
-        .nodes()
-        .map(|n| n.postmaster_pid().unwrap().to_string())
-        .collect();
+    let pids: Vec<String> = c.nodes().map(|n| n.postmaster_pid().unwrap().to_string()).collect();
     // Write to the real stdout: libtest's capture would swallow println!.
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nREADY {} {}", c.dir().display(), pids.join(" ")).unwrap();
@@ -87,12 +74,7 @@ fn cleanup_child_entry() {
 #[test]
 fn sigkilled_owner_is_cleaned_up_by_watchdog() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "cleanup_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "cleanup_child_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

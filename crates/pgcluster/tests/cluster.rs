@@ -25,60 +25,30 @@ fn layout_and_helpers() {
     assert!(c.bin("pgbench").is_file());
     assert_eq!(
         c.primary.conninfo("app", "appdb"),
-        format!(
-            "host=127.0.0.1 port={} user=app dbname=appdb",
-            c.primary.port
-        )
+        format!("host=127.0.0.1 port={} user=app dbname=appdb", c.primary.port)
     );
     assert!(c.primary.postmaster_pid().is_some());
     assert!(c.primary.data_dir.starts_with(c.dir()));
     assert_eq!(c.nodes().count(), 2);
     // Only loopback TCP, sockets in the temp dir.
+    assert_eq!(c.psql(&c.primary, "postgres", "SHOW listen_addresses").unwrap(), "127.0.0.1");
     assert_eq!(
-        c.psql(&c.primary, "postgres", "SHOW listen_addresses")
-            .unwrap(),
-        "127.0.0.1"
-    );
-    assert_eq!(
-        c.psql(&c.primary, "postgres", "SHOW unix_socket_directories")
-            .unwrap(),
+        c.psql(&c.primary, "postgres", "SHOW unix_socket_directories").unwrap(),
         c.socket_dir().display().to_string()
     );
-    assert_eq!(
-        c.psql(&c.primary, "postgres", "SHOW password_encryption")
-            .unwrap(),
-        "scram-sha-256"
-    );
+    assert_eq!(c.psql(&c.primary, "postgres", "SHOW password_encryption").unwrap(), "scram-sha-256");
     // pg_stat_statements is preloaded and usable.
-    c.psql(
-        &c.primary,
-        "postgres",
-        "SELECT count(*) FROM pg_stat_statements",
-    )
-    .unwrap();
+    c.psql(&c.primary, "postgres", "SELECT count(*) FROM pg_stat_statements").unwrap();
 }
 
 #[test]
 fn replica_is_in_recovery() {
     let _g = NODES.read().unwrap();
     let c = cluster();
-    assert_eq!(
-        c.psql(&c.replicas[0], "postgres", "SELECT pg_is_in_recovery()")
-            .unwrap(),
-        "t"
-    );
-    assert_eq!(
-        c.psql(&c.primary, "postgres", "SELECT pg_is_in_recovery()")
-            .unwrap(),
-        "f"
-    );
-    let streaming = c
-        .psql(
-            &c.primary,
-            "postgres",
-            "SELECT application_name || ':' || state FROM pg_stat_replication",
-        )
-        .unwrap();
+    assert_eq!(c.psql(&c.replicas[0], "postgres", "SELECT pg_is_in_recovery()").unwrap(), "t");
+    assert_eq!(c.psql(&c.primary, "postgres", "SELECT pg_is_in_recovery()").unwrap(), "f");
+    let streaming =
+        c.psql(&c.primary, "postgres", "SELECT application_name || ':' || state FROM pg_stat_replication").unwrap();
     assert_eq!(streaming, "replica1:streaming");
 }
 
@@ -94,24 +64,9 @@ fn write_on_primary_visible_on_replica() {
     )
     .unwrap();
     c.wait_replicas_caught_up().unwrap();
-    assert_eq!(
-        c.psql(
-            &c.replicas[0],
-            "pgcluster_repl",
-            "SELECT v FROM t WHERE id = 1"
-        )
-        .unwrap(),
-        "hello"
-    );
+    assert_eq!(c.psql(&c.replicas[0], "pgcluster_repl", "SELECT v FROM t WHERE id = 1").unwrap(), "hello");
     // Writes on the replica are refused.
-    let err = c
-        .psql(
-            &c.replicas[0],
-            "pgcluster_repl",
-            "INSERT INTO t VALUES (2, 'x')",
-        )
-        .unwrap_err()
-        .to_string();
+    let err = c.psql(&c.replicas[0], "pgcluster_repl", "INSERT INTO t VALUES (2, 'x')").unwrap_err().to_string();
     assert!(err.contains("read-only transaction"), "{err}");
 }
 
@@ -119,10 +74,7 @@ fn write_on_primary_visible_on_replica() {
 fn psql_error_carries_stderr() {
     let _g = NODES.read().unwrap();
     let c = cluster();
-    let err = c
-        .psql(&c.primary, "postgres", "SELECT * FROM no_such_table")
-        .unwrap_err()
-        .to_string();
+    let err = c.psql(&c.primary, "postgres", "SELECT * FROM no_such_table").unwrap_err().to_string();
     assert!(err.contains("no_such_table"), "{err}");
 }
 
@@ -144,12 +96,8 @@ fn create_role_and_database_are_idempotent() {
         "t|t"
     );
     assert_eq!(
-        c.psql(
-            &c.primary,
-            "postgres",
-            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pgc_appdb'"
-        )
-        .unwrap(),
+        c.psql(&c.primary, "postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pgc_appdb'")
+            .unwrap(),
         "pgc_app"
     );
     // The (second) password works over TCP with SCRAM; a wrong one does not.
@@ -163,11 +111,7 @@ fn create_role_and_database_are_idempotent() {
             .unwrap()
     };
     let ok = login("s3cr'et");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "pgc_app");
     let bad = login("first");
     assert!(!bad.status.success());
@@ -187,12 +131,7 @@ fn concurrent_create_role_and_database() {
         }
     });
     assert_eq!(
-        c.psql(
-            &c.primary,
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname = 'pgc_concdb'"
-        )
-        .unwrap(),
+        c.psql(&c.primary, "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'pgc_concdb'").unwrap(),
         "1"
     );
 }
@@ -210,41 +149,25 @@ fn replica_stop_start_restart() {
     r.stop().unwrap(); // idempotent
 
     // Writes made while the replica is down arrive after it comes back (replication slot).
-    c.create_database("pgcluster_stopstart", "postgres")
-        .unwrap();
-    c.psql(
-        &c.primary,
-        "pgcluster_stopstart",
-        "CREATE TABLE t AS SELECT 42 AS v",
-    )
-    .unwrap();
+    c.create_database("pgcluster_stopstart", "postgres").unwrap();
+    c.psql(&c.primary, "pgcluster_stopstart", "CREATE TABLE t AS SELECT 42 AS v").unwrap();
 
     r.start().unwrap();
     r.start().unwrap(); // idempotent
     assert_ne!(r.postmaster_pid(), Some(pid));
     c.wait_replicas_caught_up().unwrap();
-    assert_eq!(
-        c.psql(r, "pgcluster_stopstart", "SELECT v FROM t").unwrap(),
-        "42"
-    );
+    assert_eq!(c.psql(r, "pgcluster_stopstart", "SELECT v FROM t").unwrap(), "42");
 
     let pid = r.postmaster_pid().unwrap();
     r.restart().unwrap();
     assert_ne!(r.postmaster_pid(), Some(pid));
-    assert_eq!(
-        c.psql(r, "postgres", "SELECT pg_is_in_recovery()").unwrap(),
-        "t"
-    );
+    assert_eq!(c.psql(r, "postgres", "SELECT pg_is_in_recovery()").unwrap(), "t");
 
     // Back to streaming before releasing the lock.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n = c
-            .psql(
-                &c.primary,
-                "postgres",
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
-            )
+            .psql(&c.primary, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
             .unwrap();
         if n == "1" {
             break;

@@ -86,7 +86,13 @@ pub struct Pool {
 const MAX_SPELLINGS: usize = 1024;
 
 impl Pool {
-    pub fn new(key: PoolKey, host: String, port: u16, settings: Arc<ArcSwap<PoolSettings>>, login: ServerLogin) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        host: String,
+        port: u16,
+        settings: Arc<ArcSwap<PoolSettings>>,
+        login: ServerLogin,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
             host,

@@ -51,7 +51,11 @@ impl ProxyHandle {
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let mut listeners = Vec::new();
         for host in config.listen_hosts() {
-            let addr = if host.contains(':') { format!("[{host}]:{}", config.port) } else { format!("{host}:{}", config.port) };
+            let addr = if host.contains(':') {
+                format!("[{host}]:{}", config.port)
+            } else {
+                format!("{host}:{}", config.port)
+            };
             let l = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
             listeners.push(l);
         }
@@ -117,7 +121,10 @@ impl ProxyHandle {
             }
         };
         if tokio::time::timeout(timeout, drained).await.is_err() {
-            tracing::warn!(clients = self.shared.stats.clients(), "shutdown_timeout reached; closing remaining clients");
+            tracing::warn!(
+                clients = self.shared.stats.clients(),
+                "shutdown_timeout reached; closing remaining clients"
+            );
         }
         self.shutdown_now();
     }

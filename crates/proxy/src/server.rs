@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
 use crate::error::ServerError;
+use crate::protocol::flow::Flow;
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::read::{self, ErrorFields};
-use crate::protocol::flow::Flow;
 use crate::protocol::{auth_code, be, write, TxStatus};
 
 /// Largest server message pgbalancer buffers whole to look into (login
@@ -31,7 +31,12 @@ pub enum ServerSecret {
     None,
     Password(String),
     /// SCRAM keys recovered from a client's login (pass-through).
-    ScramKeys { client_key: [u8; 32], server_key: [u8; 32], salt: Vec<u8>, iterations: u32 },
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+        salt: Vec<u8>,
+        iterations: u32,
+    },
 }
 
 impl std::fmt::Debug for ServerSecret {
@@ -89,7 +94,12 @@ impl std::fmt::Debug for ServerConn {
 
 impl ServerConn {
     /// Connects and logs in, all within `timeout`.
-    pub async fn connect(host: &str, port: u16, login: &ServerLogin, timeout: Duration) -> Result<ServerConn, ServerError> {
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        login: &ServerLogin,
+        timeout: Duration,
+    ) -> Result<ServerConn, ServerError> {
         let target = format!("{host}:{port}");
         match tokio::time::timeout(timeout, Self::connect_inner(&target, login)).await {
             Ok(r) => r,
@@ -132,7 +142,8 @@ impl ServerConn {
             out.clear();
             match tag {
                 be::AUTHENTICATION => {
-                    let (code, rest) = read::authentication(&body).ok_or(ServerError::Protocol("short authentication message"))?;
+                    let (code, rest) =
+                        read::authentication(&body).ok_or(ServerError::Protocol("short authentication message"))?;
                     match code {
                         auth_code::OK => {}
                         auth_code::CLEARTEXT_PASSWORD => {
@@ -145,7 +156,10 @@ impl ServerConn {
                             let ServerSecret::Password(p) = &login.secret else {
                                 return Err(ServerError::NoPassword(login.user.clone()));
                             };
-                            let salt: [u8; 4] = rest.get(..4).and_then(|s| s.try_into().ok()).ok_or(ServerError::Protocol("short md5 salt"))?;
+                            let salt: [u8; 4] = rest
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or(ServerError::Protocol("short md5 salt"))?;
                             write::password_message(&mut out, &md5::md5_password_response(&login.user, p, salt));
                         }
                         auth_code::SASL => {
@@ -155,12 +169,14 @@ impl ServerConn {
                             let secret = match &login.secret {
                                 ServerSecret::None => return Err(ServerError::NoPassword(login.user.clone())),
                                 ServerSecret::Password(p) => scram::ClientSecret::Password(p.clone()),
-                                ServerSecret::ScramKeys { client_key, server_key, salt, iterations } => scram::ClientSecret::Keys {
-                                    client_key: *client_key,
-                                    server_key: *server_key,
-                                    salt: salt.clone(),
-                                    iterations: *iterations,
-                                },
+                                ServerSecret::ScramKeys { client_key, server_key, salt, iterations } => {
+                                    scram::ClientSecret::Keys {
+                                        client_key: *client_key,
+                                        server_key: *server_key,
+                                        salt: salt.clone(),
+                                        iterations: *iterations,
+                                    }
+                                }
                             };
                             let ex = scram::ClientExchange::new(secret);
                             write::sasl_initial_response(&mut out, scram::MECHANISM, &ex.client_first());
@@ -183,14 +199,19 @@ impl ServerConn {
                 }
                 be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
                 be::BACKEND_KEY_DATA => {
-                    let (pid, key) = read::backend_key_data(&body).ok_or(ServerError::Protocol("bad BackendKeyData"))?;
+                    let (pid, key) =
+                        read::backend_key_data(&body).ok_or(ServerError::Protocol("bad BackendKeyData"))?;
                     self.backend_pid = pid;
                     self.backend_key = key;
                 }
                 be::ERROR_RESPONSE => return Err(ServerError::Rejected(ErrorFields::parse(&body))),
                 be::NOTICE_RESPONSE | be::NEGOTIATE_PROTOCOL_VERSION => {}
                 be::READY_FOR_QUERY => {
-                    self.tx_status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    self.tx_status = body
+                        .first()
+                        .copied()
+                        .and_then(TxStatus::from_byte)
+                        .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
                     return Ok(());
                 }
                 _ => return Err(ServerError::Protocol("unexpected message during login")),
@@ -217,7 +238,9 @@ impl ServerConn {
     /// Reads one whole message (for login and pgbalancer's own queries only).
     async fn read_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
         loop {
-            if let Some(h) = frame::peek_header(&self.read_buf, INSPECT_CAP).map_err(|_| ServerError::Protocol("bad message length"))? {
+            if let Some(h) = frame::peek_header(&self.read_buf, INSPECT_CAP)
+                .map_err(|_| ServerError::Protocol("bad message length"))?
+            {
                 if self.read_buf.len() >= h.total_len {
                     let mut msg = self.read_buf.split_to(h.total_len);
                     msg.advance(HEADER_LEN);
@@ -286,7 +309,9 @@ impl ServerConn {
                 }
             }
             let rest = &buf[pos..];
-            let Some(h) = frame::peek_header(rest, usize::MAX).map_err(|_| ServerError::Protocol("bad message length"))? else {
+            let Some(h) =
+                frame::peek_header(rest, usize::MAX).map_err(|_| ServerError::Protocol("bad message length"))?
+            else {
                 return Ok((pos, None));
             };
             match h.tag {
@@ -301,7 +326,11 @@ impl ServerConn {
                     pos += h.total_len;
                     flow.server(h.tag);
                     if h.tag == be::READY_FOR_QUERY {
-                        let status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                        let status = body
+                            .first()
+                            .copied()
+                            .and_then(TxStatus::from_byte)
+                            .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
                         self.tx_status = status;
                         return Ok((pos, Some(ServerEvent::ReadyForQuery(status))));
                     }
@@ -347,7 +376,11 @@ impl ServerConn {
                 be::ERROR_RESPONSE if first_error.is_none() => first_error = Some(ErrorFields::parse(&body)),
                 be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
                 be::READY_FOR_QUERY => {
-                    self.tx_status = body.first().copied().and_then(TxStatus::from_byte).ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    self.tx_status = body
+                        .first()
+                        .copied()
+                        .and_then(TxStatus::from_byte)
+                        .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
                     return Ok(first_error);
                 }
                 be::COPY_IN_RESPONSE | be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {

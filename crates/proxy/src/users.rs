@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use pgbalancer_config::Config;
 use crate::auth::scram::Verifier;
+use pgbalancer_config::Config;
 
 pub(crate) struct UserAuth {
     pub verifier: Verifier,

@@ -4,7 +4,9 @@
 //! writes parses back to what it meant.
 
 use bytes::BytesMut;
-use pgbalancer_proxy::auth::scram::{ClientExchange, ClientSecret, ScramError, ServerExchange, Verifier, MAX_ITERATIONS};
+use pgbalancer_proxy::auth::scram::{
+    ClientExchange, ClientSecret, ScramError, ServerExchange, Verifier, MAX_ITERATIONS,
+};
 use pgbalancer_proxy::protocol::frame::{self, FrameError, Frames, Header, HEADER_LEN, SMALL_MESSAGE_LIMIT};
 use pgbalancer_proxy::protocol::read::{self, ErrorFields};
 use pgbalancer_proxy::protocol::startup::{
@@ -581,9 +583,8 @@ fn verifier_like() -> impl Strategy<Value = String> {
         "[0-9]{0,12}",
         "[ -~]{0,16}",
     ];
-    (part.clone(), part.clone(), part.clone(), part, "(SCRAM-SHA-256|scram-sha-256|)", "[$:]{0,2}").prop_map(
-        |(a, b, c, d, prefix, junk)| format!("{prefix}${a}:{b}${c}:{d}{junk}"),
-    )
+    (part.clone(), part.clone(), part.clone(), part, "(SCRAM-SHA-256|scram-sha-256|)", "[$:]{0,2}")
+        .prop_map(|(a, b, c, d, prefix, junk)| format!("{prefix}${a}:{b}${c}:{d}{junk}"))
 }
 
 proptest! {

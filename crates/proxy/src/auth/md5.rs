@@ -27,10 +27,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// The inner 32 hex digits of a well-formed stored hash, if `stored` is one.
 fn stored_hex(stored: &str) -> Option<&str> {
     let hex = stored.strip_prefix("md5")?;
-    let ok = stored.len() == STORED_LEN
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let ok = stored.len() == STORED_LEN && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     ok.then_some(hex)
 }
 
@@ -81,32 +78,20 @@ mod tests {
     // Expected values computed independently (Python hashlib).
     #[test]
     fn known_answers() {
-        assert_eq!(
-            md5_password_response("postgres", "secret", [1, 2, 3, 4]),
-            "md5bb41a296aab6baccb36ff243a562abff"
-        );
-        assert_eq!(
-            md5_stored_hash("postgres", "secret"),
-            "md553f48b7c4b76a86ce72276c5755f217d"
-        );
+        assert_eq!(md5_password_response("postgres", "secret", [1, 2, 3, 4]), "md5bb41a296aab6baccb36ff243a562abff");
+        assert_eq!(md5_stored_hash("postgres", "secret"), "md553f48b7c4b76a86ce72276c5755f217d");
         assert_eq!(
             md5_password_response("md5_user", "password", [0x2a, 0x3d, 0x8f, 0xe0]),
             "md562af4dd09bbb41884907a838a3233294"
         );
-        assert_eq!(
-            md5_stored_hash("md5_user", "password"),
-            "md57cd2b9a92689eab2e58caf2da80afa15"
-        );
+        assert_eq!(md5_stored_hash("md5_user", "password"), "md57cd2b9a92689eab2e58caf2da80afa15");
     }
 
     #[test]
     fn response_from_stored_matches_plaintext() {
         let salt = [9, 8, 7, 6];
         let stored = md5_stored_hash("alice", "s3cr3t");
-        assert_eq!(
-            md5_response_from_stored(&stored, salt).unwrap(),
-            md5_password_response("alice", "s3cr3t", salt)
-        );
+        assert_eq!(md5_response_from_stored(&stored, salt).unwrap(), md5_password_response("alice", "s3cr3t", salt));
     }
 
     #[test]
@@ -115,11 +100,7 @@ mod tests {
         let stored = md5_stored_hash("bob", "pw");
         let good = md5_password_response("bob", "pw", salt);
         assert!(verify_md5_response(&stored, salt, good.as_bytes()));
-        assert!(!verify_md5_response(
-            &stored,
-            salt,
-            md5_password_response("bob", "px", salt).as_bytes()
-        ));
+        assert!(!verify_md5_response(&stored, salt, md5_password_response("bob", "px", salt).as_bytes()));
         assert!(!verify_md5_response(&stored, [0, 0, 0, 0], good.as_bytes()));
         assert!(!verify_md5_response(&stored, salt, &good.as_bytes()[..34]));
         assert!(!verify_md5_response(&stored, salt, b""));

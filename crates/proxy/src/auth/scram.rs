@@ -105,12 +105,8 @@ fn parse_iterations(s: &[u8]) -> Option<u32> {
     if s.is_empty() || s.len() > 10 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = s
-        .iter()
-        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-    (1..=u64::from(MAX_ITERATIONS))
-        .contains(&n)
-        .then_some(n as u32)
+    let n = s.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+    (1..=u64::from(MAX_ITERATIONS)).contains(&n).then_some(n as u32)
 }
 
 fn check_message(msg: &[u8]) -> Result<(), ScramError> {
@@ -168,17 +164,13 @@ impl Verifier {
     /// 1 to 256 bytes, the keys 32 bytes, all in canonical padded base64.
     pub fn parse(s: &str) -> Result<Verifier, ScramError> {
         use ScramError::InvalidVerifier as Bad;
-        let rest = s
-            .strip_prefix("SCRAM-SHA-256$")
-            .ok_or(Bad("not SCRAM-SHA-256"))?;
+        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or(Bad("not SCRAM-SHA-256"))?;
         let (params, keys) = rest.split_once('$').ok_or(Bad("missing keys"))?;
         let (iter, salt) = params.split_once(':').ok_or(Bad("missing salt"))?;
         let (stored, server) = keys.split_once(':').ok_or(Bad("missing server key"))?;
         Ok(Verifier {
             iterations: parse_iterations(iter.as_bytes()).ok_or(Bad("bad iteration count"))?,
-            salt: b64_decode(salt.as_bytes(), MAX_SALT_LEN)
-                .filter(|s| !s.is_empty())
-                .ok_or(Bad("bad salt"))?,
+            salt: b64_decode(salt.as_bytes(), MAX_SALT_LEN).filter(|s| !s.is_empty()).ok_or(Bad("bad salt"))?,
             stored_key: b64_32(stored.as_bytes()).ok_or(Bad("bad stored key"))?,
             server_key: b64_32(server.as_bytes()).ok_or(Bad("bad server key"))?,
         })
@@ -192,12 +184,7 @@ impl Verifier {
         let iterations = iterations.max(1);
         let (client_key, server_key) = password_keys(password, salt, iterations);
         let stored_key = sha256(&client_key);
-        Verifier {
-            iterations,
-            salt: salt.to_vec(),
-            stored_key,
-            server_key,
-        }
+        Verifier { iterations, salt: salt.to_vec(), stored_key, server_key }
     }
 
     /// A fresh verifier: random 16-byte salt, 4096 iterations.
@@ -226,10 +213,7 @@ impl Verifier {
 /// (ClientKey, ServerKey) for a password.
 fn password_keys(password: &str, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32]) {
     let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, iterations);
-    (
-        hmac(&salted, &[b"Client Key"]),
-        hmac(&salted, &[b"Server Key"]),
-    )
+    (hmac(&salted, &[b"Client Key"]), hmac(&salted, &[b"Server Key"]))
 }
 
 impl fmt::Display for Verifier {
@@ -275,11 +259,7 @@ impl ServerExchange {
     }
 
     pub(crate) fn with_nonce(verifier: Verifier, server_nonce: String) -> Self {
-        ServerExchange {
-            verifier,
-            server_nonce,
-            state: ServerState::Initial,
-        }
+        ServerExchange { verifier, server_nonce, state: ServerState::Initial }
     }
 
     /// Takes the client-first-message (the SASLInitialResponse data) and returns
@@ -320,11 +300,7 @@ impl ServerExchange {
         let server_first = [b"r=", &nonce[..], params.as_bytes()].concat();
         let auth_prefix = [bare, b",", &server_first, b","].concat();
         let gs2_header = gs2_header.to_vec();
-        self.state = ServerState::SentFirst {
-            gs2_header,
-            nonce,
-            auth_prefix,
-        };
+        self.state = ServerState::SentFirst { gs2_header, nonce, auth_prefix };
         Ok(server_first)
     }
 
@@ -332,20 +308,14 @@ impl ServerExchange {
     /// binding, nonce and proof (in constant time), and returns the
     /// server-final-message `v=<ServerSignature>` for AuthenticationSASLFinal.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let ServerState::SentFirst {
-            gs2_header,
-            nonce,
-            auth_prefix,
-        } = std::mem::replace(&mut self.state, ServerState::Failed)
+        let ServerState::SentFirst { gs2_header, nonce, auth_prefix } =
+            std::mem::replace(&mut self.state, ServerState::Failed)
         else {
             return Err(ScramError::InvalidState);
         };
         check_message(msg)?;
         // c=<b64 gs2-header> "," r=<nonce> ["," extensions] "," p=<b64 proof>
-        let last = msg
-            .iter()
-            .rposition(|&b| b == b',')
-            .ok_or(Malformed("missing proof"))?;
+        let last = msg.iter().rposition(|&b| b == b',').ok_or(Malformed("missing proof"))?;
         let (without_proof, proof) = (&msg[..last], &msg[last + 1..]);
         let proof = attr(Some(proof), b'p', "missing proof")?;
         let mut fields = split_commas(without_proof);
@@ -397,24 +367,14 @@ pub enum ClientSecret {
     /// the ServerKey, salt and iterations of the verifier it was checked
     /// against. The server must use the same salt and iterations (hold the
     /// same verifier), else `ServerVerifierMismatch`.
-    Keys {
-        client_key: [u8; 32],
-        server_key: [u8; 32],
-        salt: Vec<u8>,
-        iterations: u32,
-    },
+    Keys { client_key: [u8; 32], server_key: [u8; 32], salt: Vec<u8>, iterations: u32 },
 }
 
 impl ClientSecret {
     /// Pass-through secret from a verifier and a ClientKey proven against it.
     pub fn from_verifier(v: &Verifier, client_key: [u8; 32]) -> Self {
         let (server_key, salt, iterations) = (v.server_key, v.salt.clone(), v.iterations);
-        ClientSecret::Keys {
-            client_key,
-            server_key,
-            salt,
-            iterations,
-        }
+        ClientSecret::Keys { client_key, server_key, salt, iterations }
     }
 }
 
@@ -451,12 +411,7 @@ impl ClientExchange {
     /// `user` goes into `n=` verbatim (PostgreSQL ignores it; tests use RFC vectors).
     pub(crate) fn with_nonce(secret: ClientSecret, user: &str, nonce: String) -> Self {
         let client_first_bare = format!("n={user},r={nonce}");
-        ClientExchange {
-            secret,
-            nonce,
-            client_first_bare,
-            state: ClientState::Initial,
-        }
+        ClientExchange { secret, nonce, client_first_bare, state: ClientState::Initial }
     }
 
     /// The client-first-message `n,,n=,r=<nonce>`: the SASLInitialResponse data.
@@ -490,12 +445,7 @@ impl ClientExchange {
 
         let (client_key, server_key) = match &self.secret {
             ClientSecret::Password(password) => password_keys(password, &salt, iterations),
-            ClientSecret::Keys {
-                client_key,
-                server_key,
-                salt: s,
-                iterations: i,
-            } => {
+            ClientSecret::Keys { client_key, server_key, salt: s, iterations: i } => {
                 if *s != salt || *i != iterations {
                     return Err(ScramError::ServerVerifierMismatch);
                 }
@@ -515,8 +465,7 @@ impl ClientExchange {
     /// checks the server's signature in constant time. Authentication succeeded
     /// only if this returns `Ok`.
     pub fn server_final(&mut self, msg: &[u8]) -> Result<(), ScramError> {
-        let ClientState::SentFinal { server_signature } =
-            std::mem::replace(&mut self.state, ClientState::Failed)
+        let ClientState::SentFinal { server_signature } = std::mem::replace(&mut self.state, ClientState::Failed)
         else {
             return Err(ScramError::InvalidState);
         };
@@ -549,10 +498,7 @@ fn server_error_name(e: &[u8]) -> &'static str {
         channel-bindings-dont-match server-does-support-channel-binding \
         channel-binding-not-supported unsupported-channel-binding-type unknown-user \
         invalid-username-encoding no-resources";
-    KNOWN
-        .split(' ')
-        .find(|k| k.as_bytes() == e)
-        .unwrap_or("other-error")
+    KNOWN.split(' ').find(|k| k.as_bytes() == e).unwrap_or("other-error")
 }
 
 #[cfg(test)]

@@ -54,10 +54,7 @@ fn rfc7677_vector() {
         let out = c.server_first(RFC_SERVER_FIRST.as_bytes()).unwrap();
         assert_eq!(out, RFC_CLIENT_FINAL.as_bytes());
         c.server_final(RFC_SERVER_FINAL.as_bytes()).unwrap();
-        assert_eq!(
-            c.server_final(RFC_SERVER_FINAL.as_bytes()),
-            Err(InvalidState)
-        );
+        assert_eq!(c.server_final(RFC_SERVER_FINAL.as_bytes()), Err(InvalidState));
     }
 }
 
@@ -68,18 +65,12 @@ fn round_trips_and_pass_through() {
     let client_key = run(&v, pw("correct horse")).unwrap();
     assert_eq!(sha256(&client_key), v.stored_key);
     // Pass-through: the recovered key logs in to a second server on the same verifier.
-    assert_eq!(
-        run(&v, ClientSecret::from_verifier(&v, client_key)),
-        Ok(client_key)
-    );
+    assert_eq!(run(&v, ClientSecret::from_verifier(&v, client_key)), Ok(client_key));
     assert_eq!(run(&v, pw("wrong horse")), Err(BadProof));
 
     // It cannot work against a server whose salt or iterations differ.
     let keys = ClientSecret::from_verifier(&v, client_key);
-    let others = [
-        cheap("correct horse"),
-        Verifier::from_password("x", &v.salt, 4097),
-    ];
+    let others = [cheap("correct horse"), Verifier::from_password("x", &v.salt, 4097)];
     for other in others {
         let mut s = ServerExchange::new(other);
         let mut c = ClientExchange::new(keys.clone());
@@ -92,10 +83,7 @@ fn round_trips_and_pass_through() {
 fn dummy_verifier() {
     let a = Verifier::dummy("nobody", b"secret");
     let b = Verifier::dummy("nobody", b"secret");
-    assert_eq!(
-        (&a.salt, a.stored_key, a.server_key),
-        (&b.salt, b.stored_key, b.server_key)
-    );
+    assert_eq!((&a.salt, a.stored_key, a.server_key), (&b.salt, b.stored_key, b.server_key));
     assert_eq!((a.iterations, a.salt.len()), (4096, 16));
     assert_ne!(a.salt, Verifier::dummy("somebody", b"secret").salt);
     assert_ne!(a.salt, Verifier::dummy("nobody", b"other").salt);
@@ -118,10 +106,7 @@ fn tampering_is_detected() {
     assert_eq!(s.client_final(&client_final), Err(BadProof));
     assert_eq!(s.client_key(), None);
     let forged = format!("v={}", B64.encode([7u8; 32]));
-    assert_eq!(
-        c.server_final(forged.as_bytes()),
-        Err(ServerSignatureMismatch)
-    );
+    assert_eq!(c.server_final(forged.as_bytes()), Err(ServerSignatureMismatch));
 
     let (_, mut c, _) = start(&v, pw("pw"));
     let e = c.server_final(b"e=invalid-proof");
@@ -137,9 +122,7 @@ fn tampering_is_detected() {
     let mut s = ServerExchange::new(v);
     let mut c = ClientExchange::new(pw("pw"));
     let client_first = [b"y", &c.client_first()[1..]].concat();
-    let client_final = c
-        .server_first(&s.client_first(&client_first).unwrap())
-        .unwrap();
+    let client_final = c.server_first(&s.client_first(&client_first).unwrap()).unwrap();
     assert_eq!(s.client_final(&client_final), Err(ChannelBindingMismatch));
 }
 
@@ -155,8 +138,7 @@ fn server_parses_client_first() {
     assert_eq!(first("n,a=admin,n=,r=abc"), Err(UnsupportedAuthzid));
     assert_eq!(first("n,,m=ext,n=,r=abc"), Err(UnsupportedExtension));
     assert_eq!(first("n,,n=,r=abc,m=x"), Err(UnsupportedExtension));
-    let bad =
-        "\nn\nn,\nn,,\nn,,r=abc\nn,,n=,r=\nx,,n=,r=a\nn,,n=,r=a b\nn,,n=,r=a,=x\nn,,n=,r=a\0";
+    let bad = "\nn\nn,\nn,,\nn,,r=abc\nn,,n=,r=\nx,,n=,r=a\nn,,n=,r=a b\nn,,n=,r=a,=x\nn,,n=,r=a\0";
     for m in bad.split('\n') {
         assert!(matches!(first(m), Err(Malformed(_))), "{m:?}");
     }
@@ -169,10 +151,7 @@ fn client_parses_server_first() {
         c.server_first(m.as_bytes())
     };
     assert!(first("r=NONCEx,s=c2FsdA==,i=16,z=ext").is_ok());
-    assert_eq!(
-        first("m=x,r=NONCEx,s=c2FsdA==,i=16"),
-        Err(UnsupportedExtension)
-    );
+    assert_eq!(first("m=x,r=NONCEx,s=c2FsdA==,i=16"), Err(UnsupportedExtension));
     let bad = "r=NONCEx,s=c2FsdA==,i=0
         r=NONCEx,s=c2FsdA==,i=10000001
         r=NONCEx,s=c2FsdA==,i=+4096
@@ -202,36 +181,21 @@ fn out_of_order_calls() {
 fn verifier_parse_print() {
     let v = cheap("pw");
     let text = v.to_string();
-    assert!(
-        text.starts_with("SCRAM-SHA-256$16:MDEyMzQ1Njc4OWFiY2RlZg==$"),
-        "{text}"
-    );
+    assert!(text.starts_with("SCRAM-SHA-256$16:MDEyMzQ1Njc4OWFiY2RlZg==$"), "{text}");
     let p = Verifier::parse(&text).unwrap();
     assert_eq!((p.iterations, &p.salt), (v.iterations, &v.salt));
     assert_eq!((p.stored_key, p.server_key), (v.stored_key, v.server_key));
     assert_eq!(p.to_string(), text);
-    let debug = format!(
-        "{v:?} {:?} {:?}",
-        pw("hunter2"),
-        ServerExchange::new(v.clone())
-    );
+    let debug = format!("{v:?} {:?} {:?}", pw("hunter2"), ServerExchange::new(v.clone()));
     assert!(!debug.contains(&B64.encode(v.stored_key)) && !debug.contains("hunter2"));
 
     let key = B64.encode([1u8; 32]);
     let with = |it: &str, salt: &str| format!("SCRAM-SHA-256${it}:{salt}${key}:{key}");
     assert!(Verifier::parse(&with("1", "c2FsdA==")).is_ok());
     assert!(Verifier::parse(&with("10000000", "c2FsdA==")).is_ok());
-    let mut bad: Vec<String> = ["0", "10000001", "+4096", "-1", "", "99999999999999999999"]
-        .iter()
-        .map(|it| with(it, "c2FsdA=="))
-        .collect();
-    for salt in [
-        "",
-        "c2FsdA",
-        "c2FsdA=!",
-        "c2FsdB==",
-        &B64.encode([0u8; 300]),
-    ] {
+    let mut bad: Vec<String> =
+        ["0", "10000001", "+4096", "-1", "", "99999999999999999999"].iter().map(|it| with(it, "c2FsdA==")).collect();
+    for salt in ["", "c2FsdA", "c2FsdA=!", "c2FsdB==", &B64.encode([0u8; 300])] {
         bad.push(with("4096", salt));
     }
     let short = B64.encode([1u8; 31]);

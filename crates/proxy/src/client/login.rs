@@ -34,10 +34,15 @@ pub async fn negotiate(conn: &mut ClientConn, shared: &Shared) -> Result<Opening
         };
         match packet {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                let seen = if matches!(packet, StartupPacket::SslRequest) { &mut ssl_answered } else { &mut gss_answered };
+                let seen =
+                    if matches!(packet, StartupPacket::SslRequest) { &mut ssl_answered } else { &mut gss_answered };
                 if *seen {
                     // As PostgreSQL: a repeated request is an unsupported protocol.
-                    conn.fatal(sqlstate::FEATURE_NOT_SUPPORTED, "unsupported frontend protocol: duplicate encryption request").await;
+                    conn.fatal(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "unsupported frontend protocol: duplicate encryption request",
+                    )
+                    .await;
                     return Err(ClientError::Protocol("duplicate encryption request"));
                 }
                 *seen = true;
@@ -87,7 +92,8 @@ pub async fn check_startup(conn: &mut ClientConn, msg: &StartupMessage) -> Resul
         match r.to_ascii_lowercase().as_str() {
             "false" | "off" | "no" | "0" => {}
             "true" | "on" | "yes" | "1" | "database" => {
-                conn.fatal(sqlstate::FEATURE_NOT_SUPPORTED, "replication connections are not supported by pgbalancer").await;
+                conn.fatal(sqlstate::FEATURE_NOT_SUPPORTED, "replication connections are not supported by pgbalancer")
+                    .await;
                 return Err(ClientError::Protocol("replication connection"));
             }
             _ => {
@@ -112,7 +118,11 @@ pub async fn check_startup(conn: &mut ClientConn, msg: &StartupMessage) -> Resul
 
 /// Authenticates the client. On success returns the SCRAM ClientKey when
 /// the client proved one (for pass-through to servers).
-pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, user: &str) -> Result<Option<ScramPass>, ClientError> {
+pub async fn authenticate(
+    conn: &mut ClientConn,
+    shared: &Shared,
+    user: &str,
+) -> Result<Option<ScramPass>, ClientError> {
     let auth_type = shared.config.load().auth_type;
     match auth_type {
         AuthType::Trust => Ok(None),

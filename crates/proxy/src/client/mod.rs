@@ -71,7 +71,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if log_conn {
         tracing::info!(%user, %database, host = %peer.ip(), "connection authorized");
     }
-    let session = Session::new(shared.clone(), conn, done.user, done.database, done.params, done.pool, done.link, done.cancel);
+    let session =
+        Session::new(shared.clone(), conn, done.user, done.database, done.params, done.pool, done.link, done.cancel);
     let result = session.run().await;
     if let Err(e) = &result {
         tracing::debug!(%peer, %user, error = %e, "session ended with error");

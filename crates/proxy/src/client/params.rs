@@ -69,7 +69,8 @@ impl ClientParams {
     pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
         let mut sql = String::new();
         for (k, v) in &self.wanted {
-            let current = server.applied.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str()).or_else(|| server.param(k));
+            let current =
+                server.applied.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str()).or_else(|| server.param(k));
             if current != Some(v.as_str()) {
                 sql.push_str("SELECT pg_catalog.set_config(");
                 push_literal(&mut sql, k);

@@ -127,10 +127,11 @@ impl Session {
                 Link::Idle => TxStatus::Idle,
             };
             let phase = *self.phase.borrow();
-            if phase == Phase::Stopping
-                || (phase == Phase::Draining && self.flow.is_settled() && tx == TxStatus::Idle)
+            if phase == Phase::Stopping || (phase == Phase::Draining && self.flow.is_settled() && tx == TxStatus::Idle)
             {
-                self.client.fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgbalancer is shutting down").await;
+                self.client
+                    .fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgbalancer is shutting down")
+                    .await;
                 return Ok(Exit::Closed);
             }
             let timeout = {
@@ -176,7 +177,10 @@ impl Session {
                     let (code, msg) = if tx == TxStatus::Idle {
                         (sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to client_idle_timeout")
                     } else {
-                        (sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, "terminating connection due to idle_transaction_timeout")
+                        (
+                            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                            "terminating connection due to idle_transaction_timeout",
+                        )
                     };
                     self.client.fatal(code, msg).await;
                     return Ok(Exit::Closed);
@@ -405,10 +409,7 @@ async fn reset_and_return(mut guard: ServerGuard, query: String) {
         return;
     }
     let conn = guard.conn();
-    let ok = matches!(
-        tokio::time::timeout(Duration::from_secs(10), conn.run_own_query(&query)).await,
-        Ok(Ok(None))
-    );
+    let ok = matches!(tokio::time::timeout(Duration::from_secs(10), conn.run_own_query(&query)).await, Ok(Ok(None)));
     if ok && conn.tx_status == TxStatus::Idle {
         // DISCARD ALL resets every parameter pgbalancer had set.
         conn.applied.clear();
@@ -417,7 +418,11 @@ async fn reset_and_return(mut guard: ServerGuard, query: String) {
 }
 
 /// Takes a server from the pool and gives it this client's parameters.
-pub async fn link_server(pool: &Arc<Pool>, params: &mut ClientParams, wait: Duration) -> Result<ServerGuard, LinkError> {
+pub async fn link_server(
+    pool: &Arc<Pool>,
+    params: &mut ClientParams,
+    wait: Duration,
+) -> Result<ServerGuard, LinkError> {
     let mut guard = pool.acquire(wait).await?;
     let conn = guard.conn();
     if let Some(sql) = params.sync_sql(conn) {

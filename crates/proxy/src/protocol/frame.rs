@@ -65,11 +65,10 @@ pub fn peek_header(buf: &[u8], cap: usize) -> Result<Option<Header>, FrameError>
 /// send then. `large` is the configured `max_message_size`.
 pub fn frontend_cap(tag: u8, large: usize) -> Result<usize, FrameError> {
     match tag {
-        fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL | fe::COPY_DATA | fe::COPY_FAIL => {
-            Ok(large)
+        fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL | fe::COPY_DATA | fe::COPY_FAIL => Ok(large),
+        fe::CLOSE | fe::DESCRIBE | fe::EXECUTE | fe::SYNC | fe::FLUSH | fe::TERMINATE | fe::COPY_DONE => {
+            Ok(SMALL_MESSAGE_LIMIT)
         }
-        fe::CLOSE | fe::DESCRIBE | fe::EXECUTE | fe::SYNC | fe::FLUSH | fe::TERMINATE
-        | fe::COPY_DONE => Ok(SMALL_MESSAGE_LIMIT),
         _ => Err(FrameError::UnknownType { tag }),
     }
 }
