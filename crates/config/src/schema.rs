@@ -18,6 +18,9 @@ pub struct Config {
     /// Client port; 0 picks a free port.
     pub port: u16,
     pub pool_mode: PoolMode,
+    /// Transaction/statement mode: protocol-level prepared statements kept
+    /// per server connection (LRU); 0 turns the feature off.
+    pub max_prepared_statements: u32,
     /// Server connections per (database, user) per backend.
     pub pool_size: u32,
     pub min_pool_size: u32,
@@ -83,6 +86,9 @@ pub enum PoolMode {
     Session,
     #[default]
     Transaction,
+    /// Like transaction mode, but a server is released after every
+    /// statement; multi-statement transactions are refused.
+    Statement,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -155,6 +161,7 @@ impl Default for Config {
             listen_addresses: "127.0.0.1".to_string(),
             port: 9999,
             pool_mode: PoolMode::Transaction,
+            max_prepared_statements: 200,
             pool_size: 20,
             min_pool_size: 0,
             max_client_conn: 5000,
@@ -214,6 +221,7 @@ impl fmt::Display for PoolMode {
         f.write_str(match self {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
         })
     }
 }

@@ -3,6 +3,7 @@
 pub mod conn;
 pub mod login;
 pub mod params;
+pub mod rewrite;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -167,7 +168,7 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
                     });
                     Link::Linked(guard)
                 }
-                PoolMode::Transaction => Link::Idle,
+                PoolMode::Transaction | PoolMode::Statement => Link::Idle,
             }
         }
     };
