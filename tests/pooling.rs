@@ -79,24 +79,34 @@ async fn pgbench(proxy: &TestProxy, db: &str, args: &[&str]) -> std::process::Ou
 /// PostgreSQL's own count of server connections; asserts zero failed
 /// transactions and never more than 10 server connections.
 async fn pgbench_run(mode: pgbalancer_config::PoolMode, args: &[&str]) {
+    pgbench_pool(mode, 10, &[args]).await;
+}
+
+/// Runs the pgbench invocations `runs` at once through one proxy with a
+/// pool of `pool` (after `pgbench -i`), watching PostgreSQL's own count of
+/// server connections: every run has zero failed transactions and the
+/// pool is never exceeded.
+async fn pgbench_pool(mode: pgbalancer_config::PoolMode, pool: u32, runs: &[&[&str]]) {
     let db = fresh_db("bench");
     let mut cfg = base_config();
     cfg.pool_mode = mode;
-    cfg.pool_size = 10;
+    cfg.pool_size = pool;
     let proxy = TestProxy::start(cfg).await;
     let init = pgbench(&proxy, &db, &["-i", "-s", "1", "-q"]).await;
     assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
     let (stop, watcher) = watch_server_connections(db.clone());
-    let run = pgbench(&proxy, &db, args).await;
+    let outputs = futures_util::future::join_all(runs.iter().map(|args| pgbench(&proxy, &db, args))).await;
     let _ = stop.send(());
     let max = watcher.await.unwrap();
-    let out = stdout(&run);
-    assert!(run.status.success(), "pgbench {args:?} ({mode:?}): {}\n{out}", stderr(&run));
-    assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
-    let expected: usize =
-        args.windows(2).filter(|w| w[0] == "-c" || w[0] == "-t").map(|w| w[1].parse::<usize>().unwrap()).product();
-    assert!(out.contains(&format!("number of transactions actually processed: {expected}/{expected}")), "{out}");
-    assert!(max <= 10, "{max} server connections for a pool of 10 ({mode:?} {args:?})");
+    for (args, run) in runs.iter().zip(&outputs) {
+        let out = stdout(run);
+        assert!(run.status.success(), "pgbench {args:?} ({mode:?}): {}\n{out}", stderr(run));
+        assert!(out.contains("number of failed transactions: 0 (0.000%)"), "{out}");
+        let expected: usize =
+            args.windows(2).filter(|w| w[0] == "-c" || w[0] == "-t").map(|w| w[1].parse::<usize>().unwrap()).product();
+        assert!(out.contains(&format!("number of transactions actually processed: {expected}/{expected}")), "{out}");
+    }
+    assert!(max <= pool as i64, "{max} server connections for a pool of {pool} ({mode:?} {runs:?})");
     assert!(max >= 1, "the watcher saw no server connection at all");
 }
 
@@ -112,6 +122,47 @@ async fn pgbench_transaction_mode_simple() {
 async fn pgbench_transaction_mode_extended() {
     pgbench_run(Transaction, &["-c", "50", "-j", "2", "-t", "20", "-M", "extended"]).await;
     pgbench_run(Transaction, &["-S", "-c", "50", "-j", "2", "-t", "40", "-M", "extended"]).await;
+}
+
+/// `-M prepared` in transaction mode: 50 clients share 5 server
+/// connections, so nearly every transaction lands on a server where the
+/// client never prepared its statements (pgbench names them P_0, P_1 …
+/// in every client). TPC-B runs one client per thread: pgbench 15
+/// prepares with a blocking `PQprepare`, so a client waiting for a server
+/// would stall its thread's other clients, which hold the servers inside
+/// their transactions (true of any transaction pooler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_transaction_mode_prepared() {
+    pgbench_pool(Transaction, 5, &[&["-S", "-c", "50", "-j", "2", "-t", "40", "-M", "prepared"]]).await;
+    pgbench_pool(Transaction, 5, &[&["-c", "50", "-j", "50", "-t", "10", "-M", "prepared"]]).await;
+}
+
+/// Two pgbench processes with different scripts at once, both `-M
+/// prepared`: their statement P_0 is a different query in each, on the
+/// same 5 server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_two_scripts_prepared_share_a_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.sql");
+    let b = dir.path().join("b.sql");
+    std::fs::write(&a, "\\set aid random(1, 100000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
+        .unwrap();
+    std::fs::write(
+        &b,
+        "\\set tid random(1, 10)\nSELECT tbalance, bid FROM pgbench_tellers WHERE tid = :tid;\n\
+         SELECT count(*) FROM pgbench_accounts WHERE bid = 1 AND aid < :tid;\n",
+    )
+    .unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    pgbench_pool(
+        Transaction,
+        5,
+        &[
+            &["-f", a, "-c", "25", "-j", "1", "-t", "40", "-M", "prepared"],
+            &["-f", b, "-c", "25", "-j", "1", "-t", "40", "-M", "prepared"],
+        ],
+    )
+    .await;
 }
 
 /// Session mode: each client holds a server for its whole session, so 50

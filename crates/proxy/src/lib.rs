@@ -11,9 +11,11 @@ pub mod cancel;
 pub mod client;
 pub mod error;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
+pub mod sql;
 pub mod stats;
 mod users;
 
@@ -43,6 +45,8 @@ pub struct Shared {
     pub(crate) users: ArcSwap<users::UserDb>,
     pub pools: pool::Pools,
     pub cancels: Arc<cancel::CancelRegistry>,
+    /// Protocol-level prepared statements of transaction-mode clients.
+    pub statements: prepared::Registry,
     pub stats: stats::Stats,
     pub(crate) phase: watch::Receiver<Phase>,
 }

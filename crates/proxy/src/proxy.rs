@@ -63,6 +63,7 @@ impl ProxyHandle {
         let shared = Arc::new(Shared {
             pools: Pools::new(pool_settings(&config)),
             cancels: CancelRegistry::new(config.server_connect_timeout),
+            statements: crate::prepared::Registry::default(),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             stats: Stats::default(),
@@ -171,5 +172,6 @@ async fn maintenance(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.pools.maintain();
+        shared.statements.prune();
     }
 }

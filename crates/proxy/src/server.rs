@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
 use crate::error::ServerError;
-use crate::protocol::flow::Flow;
+use crate::prepared::ServerStatements;
+use crate::protocol::flow::{Flow, Note};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::read::{self, ErrorFields};
 use crate::protocol::{auth_code, be, write, TxStatus};
@@ -61,8 +62,15 @@ pub struct ServerLogin {
 pub enum ServerEvent {
     ReadyForQuery(TxStatus),
     /// A ParameterStatus was applied to [`ServerConn::params`]; its name is
-    /// at `params` index.
+    /// in `last_changed`.
     ParameterChanged,
+    /// A self-answered message is due before the next server message.
+    AnswerDue,
+    /// The message that starts at this offset ended noted messages (see
+    /// [`Flow::take_ended`]); an ErrorResponse among them is whole.
+    Ended {
+        start: usize,
+    },
 }
 
 pub struct ServerConn {
@@ -84,6 +92,8 @@ pub struct ServerConn {
     pub created: Instant,
     pub last_used: Instant,
     pub tx_status: TxStatus,
+    /// Prepared statements pgbalancer made here (transaction mode).
+    pub statements: ServerStatements,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -127,6 +137,7 @@ impl ServerConn {
             created: now,
             last_used: now,
             tx_status: TxStatus::Idle,
+            statements: ServerStatements::default(),
         };
         conn.login(login).await?;
         Ok(conn)
@@ -296,7 +307,11 @@ impl ServerConn {
     /// decide about the connection before anything later is read), or at an
     /// incomplete message that must be inspected.
     /// Every message's type is fed to `flow`.
-    pub fn scan(&mut self, from: usize, flow: &mut Flow) -> Result<(usize, Option<ServerEvent>), ServerError> {
+    pub fn scan<N: Note>(
+        &mut self,
+        from: usize,
+        flow: &mut Flow<N>,
+    ) -> Result<(usize, Option<ServerEvent>), ServerError> {
         let buf = &self.read_buf[..];
         let mut pos = from;
         loop {
@@ -308,43 +323,62 @@ impl ServerConn {
                     return Ok((pos, None));
                 }
             }
+            if flow.answer_due() {
+                return Ok((pos, Some(ServerEvent::AnswerDue)));
+            }
             let rest = &buf[pos..];
             let Some(h) =
                 frame::peek_header(rest, usize::MAX).map_err(|_| ServerError::Protocol("bad message length"))?
             else {
                 return Ok((pos, None));
             };
+            let inspect = match h.tag {
+                be::READY_FOR_QUERY | be::PARAMETER_STATUS => true,
+                be::ERROR_RESPONSE => flow.front_noted(),
+                _ => false,
+            };
+            if inspect {
+                if h.total_len > INSPECT_CAP {
+                    return Err(ServerError::Protocol("oversized message"));
+                }
+                if rest.len() < h.total_len {
+                    return Ok((pos, None));
+                }
+            }
+            let start = pos;
+            flow.server(h.tag);
             match h.tag {
-                be::READY_FOR_QUERY | be::PARAMETER_STATUS => {
-                    if h.total_len > INSPECT_CAP {
-                        return Err(ServerError::Protocol("oversized message"));
-                    }
-                    if rest.len() < h.total_len {
-                        return Ok((pos, None));
-                    }
-                    let body = &rest[HEADER_LEN..h.total_len];
+                be::READY_FOR_QUERY => {
                     pos += h.total_len;
-                    flow.server(h.tag);
-                    if h.tag == be::READY_FOR_QUERY {
-                        let status = body
-                            .first()
-                            .copied()
-                            .and_then(TxStatus::from_byte)
-                            .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
-                        self.tx_status = status;
-                        return Ok((pos, Some(ServerEvent::ReadyForQuery(status))));
-                    }
-                    let body = body.to_vec();
+                    let status = rest[HEADER_LEN..h.total_len]
+                        .first()
+                        .copied()
+                        .and_then(TxStatus::from_byte)
+                        .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    self.tx_status = status;
+                    return Ok((pos, Some(ServerEvent::ReadyForQuery(status))));
+                }
+                be::PARAMETER_STATUS => {
+                    pos += h.total_len;
+                    let body = rest[HEADER_LEN..h.total_len].to_vec();
                     self.apply_parameter_status(&body)?;
                     return Ok((pos, Some(ServerEvent::ParameterChanged)));
                 }
+                _ if inspect => pos += h.total_len,
                 _ => {
-                    flow.server(h.tag);
                     pos += HEADER_LEN;
                     self.stream_remaining = h.body_len();
                 }
             }
+            if flow.has_ended() {
+                return Ok((pos, Some(ServerEvent::Ended { start })));
+            }
         }
+    }
+
+    /// Bytes `range` of the read buffer (scanned, not yet taken).
+    pub fn buffered_bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.read_buf[range]
     }
 
     /// Removes and returns the first `n` buffered bytes (from [`scan`]).
@@ -382,6 +416,40 @@ impl ServerConn {
                         .and_then(TxStatus::from_byte)
                         .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
                     return Ok(first_error);
+                }
+                be::COPY_IN_RESPONSE | be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
+                    return Err(ServerError::Protocol("COPY in an internal query"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a simple query of pgbalancer's own and returns the columns of
+    /// its first row (None for NULL), or the error the server reported.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Result<Vec<Option<String>>, ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.write_all(&out).await?;
+        let mut result = Ok(Vec::new());
+        let mut have_row = false;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                be::DATA_ROW if !have_row => {
+                    have_row = true;
+                    let row = read::data_row(&body).ok_or(ServerError::Protocol("bad DataRow"))?;
+                    result = Ok(row);
+                }
+                be::ERROR_RESPONSE if result.is_ok() => result = Err(ErrorFields::parse(&body)),
+                be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
+                be::READY_FOR_QUERY => {
+                    self.tx_status = body
+                        .first()
+                        .copied()
+                        .and_then(TxStatus::from_byte)
+                        .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
+                    return Ok(result);
                 }
                 be::COPY_IN_RESPONSE | be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
                     return Err(ServerError::Protocol("COPY in an internal query"));

@@ -12,6 +12,8 @@ pub struct Stats {
     pub clients_rejected: AtomicU64,
     pub login_failures: AtomicU64,
     pub transactions: AtomicU64,
+    /// Transaction-mode clients pinned to their server by session state.
+    pub pinned_clients: AtomicUsize,
     /// Signalled whenever `clients` drops to zero.
     pub(crate) no_clients: Notify,
 }
@@ -19,6 +21,10 @@ pub struct Stats {
 impl Stats {
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    pub fn pinned_clients(&self) -> usize {
+        self.pinned_clients.load(Ordering::Relaxed)
     }
 }
 

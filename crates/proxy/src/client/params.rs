@@ -17,6 +17,9 @@ const REPORTED_SETTABLE: [&str; 6] =
 pub struct ClientParams {
     /// (lower-case name, value) in the client's order.
     wanted: Vec<(String, String)>,
+    /// `wanted` as the startup packet left it: what `DISCARD ALL` (RESET
+    /// ALL) returns to.
+    startup: Vec<(String, String)>,
 }
 
 impl ClientParams {
@@ -35,7 +38,23 @@ impl ClientParams {
                 p.set(&k, &v);
             }
         }
+        p.startup = p.wanted.clone();
         p
+    }
+
+    /// The value the client's session now has for `name`, read back from
+    /// the server after the client changed it (`SET`, `RESET`,
+    /// `set_config`); None when the setting does not exist there.
+    pub fn capture(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.set(name, v),
+            None => self.wanted.retain(|(k, _)| !k.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// `DISCARD ALL`: back to the startup parameters.
+    pub fn restore_startup(&mut self) {
+        self.wanted.clone_from(&self.startup);
     }
 
     fn set(&mut self, name: &str, value: &str) {
@@ -109,7 +128,7 @@ impl ClientParams {
     }
 }
 
-fn push_literal(sql: &mut String, s: &str) {
+pub(crate) fn push_literal(sql: &mut String, s: &str) {
     sql.push_str("E'");
     for c in s.chars() {
         match c {

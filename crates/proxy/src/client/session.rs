@@ -6,18 +6,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use pgbalancer_config::PoolMode;
 use tokio::sync::watch;
 
 use super::conn::ClientConn;
 use super::params::ClientParams;
+use super::rewrite::{self, Answer, Batch, Handled, Note, Rewriter};
 use crate::cancel::{CancelTarget, Registration};
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
-use crate::protocol::flow::Flow;
-use crate::protocol::frame::{self, FrameError};
-use crate::protocol::{fe, read, sqlstate, TxStatus};
-use crate::server::ServerEvent;
+use crate::prepared::ClientStatements;
+use crate::protocol::flow::{Flow, Outcome};
+use crate::protocol::frame::{self, FrameError, HEADER_LEN};
+use crate::protocol::{be, fe, read, sqlstate, write, TxStatus};
+use crate::server::{ServerConn, ServerEvent};
+use crate::sql::session::{session_effects, PinReason, SessionEffects};
 use crate::{Phase, Shared};
 
 /// Whether the client holds a server connection.
@@ -49,12 +53,29 @@ pub struct Session {
     pub mode: PoolMode,
     pub phase: watch::Receiver<Phase>,
     /// What the server still owes this client.
-    flow: Flow,
+    flow: Flow<Note>,
     /// The client sent Terminate while replies were owed: answer them, then
     /// close.
     terminating: bool,
     /// Bytes still missing from the message at the head of the client buffer.
     read_hint: usize,
+    /// Transaction/statement mode with `max_prepared_statements` > 0:
+    /// statement names are mapped (fixed for the session's life).
+    rewrite: bool,
+    /// The client's protocol-level statements (when `rewrite`).
+    statements: ClientStatements,
+    /// Transaction/statement mode: why the client keeps its server.
+    pin: Option<PinReason>,
+    /// Settings the client changed on its current server, read back before
+    /// the server is released.
+    capture: Vec<String>,
+    /// pgbalancer answered a message with an error: the client's messages up
+    /// to its next Sync are dropped, as PostgreSQL would discard them.
+    skip_till_sync: bool,
+    /// Reused buffers: a rewritten client batch, and server output being
+    /// edited on its way to the client.
+    send_buf: BytesMut,
+    recv_buf: BytesMut,
 }
 
 /// What woke the session up.
@@ -77,7 +98,10 @@ impl Session {
         link: Link,
         cancel: Registration,
     ) -> Session {
-        let mode = shared.config.load().pool_mode;
+        let (mode, max_prepared) = {
+            let c = shared.config.load();
+            (c.pool_mode, c.max_prepared_statements)
+        };
         let phase = shared.phase.clone();
         Session {
             shared,
@@ -93,6 +117,13 @@ impl Session {
             flow: Flow::default(),
             terminating: false,
             read_hint: 0,
+            rewrite: mode != PoolMode::Session && max_prepared > 0,
+            statements: ClientStatements::default(),
+            pin: None,
+            capture: Vec::new(),
+            skip_till_sync: false,
+            send_buf: BytesMut::new(),
+            recv_buf: BytesMut::new(),
         }
     }
 
@@ -194,7 +225,6 @@ impl Session {
     /// client sent Terminate or broke the protocol.
     async fn forward_client(&mut self) -> Result<Option<Exit>, Error> {
         let large = self.shared.config.load().max_message_size.bytes() as usize;
-        let log_statement = self.shared.config.load().log_statement;
         let mut end = 0;
         let mut terminate = false;
         let mut bad_frame = None;
@@ -220,39 +250,13 @@ impl Session {
                 terminate = true;
                 break;
             }
-            if log_statement && h.tag == fe::QUERY {
-                let text = read::query_text(&buf[frame::HEADER_LEN..h.total_len]).unwrap_or("<invalid>");
-                tracing::info!(user = %self.user, database = %self.database, "statement: {text}");
-            }
-            self.flow.client(h.tag);
             end += h.total_len;
         }
         if end > 0 {
-            if let Err(exit) = self.ensure_linked().await {
-                return Ok(Some(exit));
-            }
-            let bytes = self.client.read_buf.split_to(end);
+            let batch = self.client.read_buf.split_to(end);
             self.client.shrink_if_drained();
-            let mut off = 0;
-            while off < bytes.len() {
-                // The server owes replies for these bytes, so it cannot have
-                // been released by the forwarding below.
-                let Link::Linked(guard) = &mut self.link else {
-                    return Err(ServerError::Protocol("server released while a batch was being written").into());
-                };
-                guard.set_clean(false);
-                match guard.conn().write_some_reading(&bytes[off..]).await {
-                    Ok((n, read_any)) => {
-                        off += n;
-                        if read_any {
-                            self.forward_server().await?;
-                        }
-                    }
-                    Err(e) => {
-                        self.server_lost().await;
-                        return Err(e.into());
-                    }
-                }
+            if let Err(exit) = self.send_batch(&batch).await? {
+                return Ok(Some(exit));
             }
         }
         if let Some(e) = bad_frame {
@@ -272,6 +276,210 @@ impl Session {
             self.terminating = true;
         }
         Ok(None)
+    }
+
+    /// Sends complete client messages to the server: records each in the
+    /// flow, rewrites statement names, notes session state, and answers what
+    /// pgbalancer answers itself.
+    async fn send_batch(&mut self, src: &[u8]) -> Result<Result<(), Exit>, Error> {
+        let (log_statement, cap) = {
+            let c = self.shared.config.load();
+            (c.log_statement, c.max_prepared_statements as usize)
+        };
+        let pooled = self.mode != PoolMode::Session;
+        let mut out = std::mem::take(&mut self.send_buf);
+        let mut batch = Batch::new(src, &mut out);
+        let mut off = 0;
+        while let Ok(Some(h)) = frame::peek_header(&src[off..], usize::MAX) {
+            let (at, fin, tag) = (off, off + h.total_len, h.tag);
+            off = fin;
+            if self.skip_till_sync {
+                if tag != fe::SYNC {
+                    batch.replace(at, fin);
+                    continue;
+                }
+                self.skip_till_sync = false;
+            }
+            let body = &src[at + HEADER_LEN..fin];
+            let mut discard = false;
+            let mut clears = false;
+            if tag == fe::QUERY {
+                let text = read::query_text(body).unwrap_or("");
+                if log_statement {
+                    tracing::info!(user = %self.user, database = %self.database, "statement: {text}");
+                }
+                if pooled {
+                    let fx = session_effects(text);
+                    if !fx.is_none() {
+                        if self.answers_deallocate(&fx) {
+                            batch.replace(at, fin);
+                            self.flow.answered(fe::QUERY, Note::Answer(Answer::Command("DEALLOCATE")));
+                            continue;
+                        }
+                        discard = self.note_effects(&fx) && is_lone_discard_all(text);
+                        clears = fx.discard_all || fx.deallocate_all;
+                    }
+                }
+            } else if pooled && matches!(tag, fe::PARSE | fe::BIND) {
+                self.note_statement_effects(tag, body);
+            }
+            if self.rewrite && tag == fe::CLOSE && rewrite::closes_known(&self.statements, body) {
+                rewrite::close(&mut self.statements, &mut self.flow, &mut batch, at, fin);
+                continue;
+            }
+            if let Err(exit) = self.ensure_linked().await {
+                return Ok(Err(exit));
+            }
+            let Link::Linked(guard) = &mut self.link else { unreachable!("linked just now") };
+            let conn = guard.conn();
+            if discard {
+                // The server answers DISCARD ALL alone and idle: it will
+                // succeed and leave nothing of this client's behind.
+                discard = conn.tx_status == TxStatus::Idle && self.flow.owes_nothing();
+            }
+            let handled = if self.rewrite && matches!(tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::SYNC) {
+                let mut rw = Rewriter {
+                    registry: &self.shared.statements,
+                    client: &mut self.statements,
+                    server: &mut conn.statements,
+                    flow: &mut self.flow,
+                    cap,
+                };
+                rw.frame(&mut batch, tag, at, fin)
+            } else {
+                Handled::AsIs
+            };
+            match handled {
+                Handled::AsIs if discard => self.flow.client_noted(tag, Note::Discard),
+                Handled::AsIs => self.flow.client(tag),
+                Handled::Done => {}
+                Handled::Failed => self.skip_till_sync = true,
+            }
+            if clears {
+                conn.statements.clear();
+            }
+        }
+        let rewritten = batch.finish();
+        let bytes = if rewritten { &out[..] } else { src };
+        let result = self.write_to_server(bytes).await;
+        out.clear();
+        self.send_buf = out;
+        result?;
+        self.send_due_answers().await?;
+        Ok(Ok(()))
+    }
+
+    /// Writes a batch to the linked server, forwarding what it answers
+    /// meanwhile (so neither side can block the other).
+    async fn write_to_server(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let mut off = 0;
+        while off < bytes.len() {
+            // The server owes replies for these bytes, so it cannot have
+            // been released by the forwarding below.
+            let Link::Linked(guard) = &mut self.link else {
+                return Err(ServerError::Protocol("server released while a batch was being written").into());
+            };
+            guard.set_clean(false);
+            match guard.conn().write_some_reading(&bytes[off..]).await {
+                Ok((n, read_any)) => {
+                    off += n;
+                    if read_any {
+                        self.forward_server().await?;
+                    }
+                }
+                Err(e) => {
+                    self.server_lost().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the answers pgbalancer owes the client that are due now
+    /// (nothing of the server's is owed before them).
+    async fn send_due_answers(&mut self) -> Result<(), Error> {
+        let tx = match &mut self.link {
+            Link::Linked(g) => {
+                let c = g.conn();
+                if c.mid_message() {
+                    return Ok(());
+                }
+                c.tx_status
+            }
+            Link::Idle => TxStatus::Idle,
+        };
+        if !self.flow.answer_due() {
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.recv_buf);
+        while let Some(note) = self.flow.take_answer() {
+            if let Note::Answer(a) = note {
+                a.write(&mut out, tx);
+            }
+        }
+        let r = self.client.write_all(&out).await;
+        out.clear();
+        self.recv_buf = out;
+        r.map_err(Error::from)
+    }
+
+    /// `DEALLOCATE name` of a statement this client prepared by protocol:
+    /// forgotten here, answered by pgbalancer.
+    fn answers_deallocate(&mut self, fx: &SessionEffects) -> bool {
+        match &fx.deallocate {
+            Some(name) if self.rewrite => self.statements.remove(name.as_bytes()).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Acts on what a statement does to session state: pins, settings to
+    /// read back, statements dropped. Returns true for `DISCARD ALL`.
+    fn note_effects(&mut self, fx: &SessionEffects) -> bool {
+        if let Some(reason) = fx.pin {
+            self.pin_to_server(reason);
+        }
+        for name in &fx.settings {
+            if !self.capture.iter().any(|n| n == name) {
+                self.capture.push(name.clone());
+            }
+        }
+        if fx.deallocate_all || fx.discard_all {
+            self.statements.clear();
+        }
+        fx.discard_all
+    }
+
+    /// Parse and Bind: the session state their statement creates.
+    fn note_statement_effects(&mut self, tag: u8, body: &[u8]) {
+        if tag == fe::PARSE {
+            let Some((_, rest)) = read::parse(body) else { return };
+            let text = read::query_text(rest).unwrap_or("");
+            let fx = session_effects(text);
+            if !fx.is_none() {
+                self.note_effects(&fx);
+            }
+        } else if let Some((_, name, _)) = read::bind(body) {
+            let stmt = match self.statements.get(name) {
+                Some(s) if !s.effects.is_none() => s.clone(),
+                _ => return,
+            };
+            self.note_effects(&stmt.effects);
+        }
+    }
+
+    fn pin_to_server(&mut self, reason: PinReason) {
+        if self.pin.is_none() {
+            self.shared.stats.pinned_clients.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(user = %self.user, database = %self.database, ?reason, "client pinned to its server");
+        }
+        self.pin = Some(reason);
+    }
+
+    fn unpin(&mut self) {
+        if self.pin.take().is_some() {
+            self.shared.stats.pinned_clients.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// CopyData, CopyDone and CopyFail outside a COPY (a client finishing a
@@ -313,20 +521,39 @@ impl Session {
     async fn forward_server(&mut self) -> Result<(), Error> {
         let Link::Linked(guard) = &mut self.link else { return Ok(()) };
         let conn = guard.conn();
+        let mut out = std::mem::take(&mut self.recv_buf);
+        let mut edit = Edit { out: &mut out, copied: 0, edited: false };
         let mut pos = 0;
-        let mut release = false;
+        let mut release = Release::Keep;
+        let mut discarded = false;
         loop {
             let (end, event) = match conn.scan(pos, &mut self.flow) {
                 Ok(r) => r,
                 Err(e) => {
+                    self.recv_buf = out;
                     self.server_lost().await;
                     return Err(e.into());
                 }
             };
+            let start = pos;
             pos = end;
+            let Some(event) = event else { break };
+            let mut hide = false;
+            while let Some((outcome, note)) = self.flow.take_ended() {
+                if matches!(note, Note::Discard) {
+                    discarded = outcome == Outcome::Done;
+                    continue;
+                }
+                let error = match event {
+                    ServerEvent::Ended { start } if outcome == Outcome::Failed => Some(error_at(conn, start..pos)),
+                    _ => None,
+                };
+                if rewrite::ended(outcome, note, error.as_ref(), &mut self.statements, &mut conn.statements) {
+                    hide = true;
+                }
+            }
             match event {
-                None => break,
-                Some(ServerEvent::ParameterChanged) => {
+                ServerEvent::ParameterChanged => {
                     if let Some(name) = conn.last_changed.take() {
                         if let Some(value) = conn.param(&name) {
                             let value = value.to_owned();
@@ -335,27 +562,103 @@ impl Session {
                         }
                     }
                 }
-                Some(ServerEvent::ReadyForQuery(status)) => {
-                    if self.mode == PoolMode::Transaction && self.flow.is_settled() && status == TxStatus::Idle {
-                        release = true;
+                ServerEvent::Ended { start } => {
+                    if hide {
+                        edit.cut(conn, start, pos);
+                    }
+                }
+                ServerEvent::AnswerDue => {
+                    edit.cut(conn, pos, pos);
+                    while let Some(note) = self.flow.take_answer() {
+                        if let Note::Answer(a) = note {
+                            a.write(edit.out, conn.tx_status);
+                        }
+                    }
+                }
+                ServerEvent::ReadyForQuery(status) => {
+                    if discarded && status == TxStatus::Idle {
+                        // DISCARD ALL: nothing of the client's is left on
+                        // the server, and its settings are back to startup.
+                        discarded = false;
+                        if self.pin.take().is_some() {
+                            self.shared.stats.pinned_clients.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        self.capture.clear();
+                        self.params.restore_startup();
+                        conn.applied.clear();
+                        conn.statements.clear();
+                    }
+                    if self.mode == PoolMode::Session || self.pin.is_some() || !self.flow.is_settled() {
+                        continue;
+                    }
+                    if status == TxStatus::Idle {
+                        release = Release::Now;
+                        break;
+                    }
+                    if self.mode == PoolMode::Statement {
+                        // Hold back this ReadyForQuery: the transaction is
+                        // rolled back and refused below.
+                        edit.cut(conn, start, pos);
+                        release = Release::RefuseTransaction;
                         break;
                     }
                 }
             }
         }
         let bytes = conn.take(pos);
-        if release {
-            // Anything after the last ReadyForQuery is unexpected: do not
-            // hand that connection to anyone else.
-            let quiet = conn.buffered() == 0;
-            guard.set_clean(quiet);
-            self.cancel.slot.clear().await;
-            self.link = Link::Idle;
-            self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        } else if self.flow.is_settled() && conn.tx_status == TxStatus::Idle {
-            guard.set_clean(true);
+        let edited = edit.finish(&bytes);
+        if release != Release::Keep {
+            self.release(release, &mut out).await;
+        } else if self.flow.is_settled() && self.tx_status() == TxStatus::Idle {
+            if let Link::Linked(g) = &mut self.link {
+                g.set_clean(true);
+            }
         }
-        self.client.write_all(&bytes).await.map_err(Error::from)
+        let r = if edited || release == Release::RefuseTransaction {
+            self.client.write_all(&out).await
+        } else {
+            self.client.write_all(&bytes).await
+        };
+        out.clear();
+        self.recv_buf = out;
+        r.map_err(Error::from)
+    }
+
+    /// The transaction status of the linked server (idle when none).
+    fn tx_status(&mut self) -> TxStatus {
+        match &mut self.link {
+            Link::Linked(g) => g.conn().tx_status,
+            Link::Idle => TxStatus::Idle,
+        }
+    }
+
+    /// Gives the server back at the end of a transaction: reads back the
+    /// settings the client changed, and in statement mode first rolls back
+    /// a transaction the client opened (telling it so in `out`).
+    async fn release(&mut self, how: Release, out: &mut BytesMut) {
+        let Link::Linked(mut guard) = std::mem::replace(&mut self.link, Link::Idle) else { return };
+        let conn = guard.conn();
+        // Anything after the last ReadyForQuery is unexpected: do not hand
+        // that connection to anyone else.
+        let mut clean = conn.buffered() == 0;
+        if clean && how == Release::RefuseTransaction {
+            clean = matches!(conn.run_own_query("ROLLBACK").await, Ok(None)) && conn.tx_status == TxStatus::Idle;
+            write::error_response(
+                out,
+                write::Severity::Error,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "transaction blocks are not allowed in statement pooling mode",
+            );
+            write::ready_for_query(out, TxStatus::Idle);
+        }
+        if clean && !self.capture.is_empty() {
+            clean = capture_settings(conn, &mut self.params, &self.capture).await;
+            self.capture.clear();
+        }
+        guard.set_clean(clean);
+        self.cancel.slot.clear().await;
+        drop(guard);
+        self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The server connection broke while this client held it: tell the
@@ -368,7 +671,7 @@ impl Session {
             // Forward whatever arrived (often the server's own FATAL
             // explaining why).
             let conn = guard.conn();
-            let (end, _) = conn.scan(0, &mut Flow::default()).unwrap_or((0, None));
+            let (end, _) = conn.scan(0, &mut Flow::<()>::default()).unwrap_or((0, None));
             let bytes = conn.take(end);
             mid_message = conn.mid_message();
             drop(guard);
@@ -389,6 +692,8 @@ impl Session {
             let c = guard.conn();
             self.flow.is_settled() && c.tx_status == TxStatus::Idle && c.buffered() == 0
         };
+        let pinned = self.pin.is_some();
+        self.unpin();
         if !idle {
             guard.set_clean(false);
             return;
@@ -396,6 +701,10 @@ impl Session {
         if self.mode == PoolMode::Session {
             let query = self.shared.config.load().server_reset_query.clone();
             tokio::spawn(reset_and_return(guard, query));
+        } else if pinned {
+            // Whatever pinned the client (temp tables, locks, LISTEN …) goes
+            // with DISCARD ALL, whatever server_reset_query says.
+            tokio::spawn(reset_and_return(guard, "DISCARD ALL".to_owned()));
         }
     }
 }
@@ -411,10 +720,91 @@ async fn reset_and_return(mut guard: ServerGuard, query: String) {
     let conn = guard.conn();
     let ok = matches!(tokio::time::timeout(Duration::from_secs(10), conn.run_own_query(&query)).await, Ok(Ok(None)));
     if ok && conn.tx_status == TxStatus::Idle {
-        // DISCARD ALL resets every parameter pgbalancer had set.
+        // DISCARD ALL resets every parameter pgbalancer had set, and drops
+        // the prepared statements.
         conn.applied.clear();
+        conn.statements.clear();
         guard.set_clean(true);
     }
+}
+
+/// How a server goes back at a ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Keep,
+    Now,
+    /// Statement mode: a transaction was left open.
+    RefuseTransaction,
+}
+
+/// Server output on its way to the client, with some messages cut out or
+/// answers put in: built in `out` only once something changes.
+struct Edit<'a> {
+    out: &'a mut BytesMut,
+    /// Scanned bytes up to here are in `out` or cut.
+    copied: usize,
+    edited: bool,
+}
+
+impl Edit<'_> {
+    /// Cuts `start..end` of the scanned bytes (an empty range marks where
+    /// the caller inserts into `out`).
+    fn cut(&mut self, conn: &ServerConn, start: usize, end: usize) {
+        self.out.extend_from_slice(conn.buffered_bytes(self.copied..start));
+        self.copied = end;
+        self.edited = true;
+    }
+
+    /// Completes `out` with the rest of `taken` (the scanned bytes); true
+    /// when `out` holds what goes to the client.
+    fn finish(&mut self, taken: &[u8]) -> bool {
+        if self.edited {
+            self.out.extend_from_slice(&taken[self.copied..]);
+        }
+        self.edited
+    }
+}
+
+/// The fields of the ErrorResponse at `range` of the scanned bytes.
+fn error_at(conn: &ServerConn, range: std::ops::Range<usize>) -> read::ErrorFields {
+    let bytes = conn.buffered_bytes(range);
+    if bytes.first() == Some(&be::ERROR_RESPONSE) && bytes.len() >= HEADER_LEN {
+        read::ErrorFields::parse(&bytes[HEADER_LEN..])
+    } else {
+        read::ErrorFields::default()
+    }
+}
+
+/// Reads back the settings a client changed and records them as the
+/// client's. False when the server could not answer (it is then closed).
+async fn capture_settings(conn: &mut ServerConn, params: &mut ClientParams, names: &[String]) -> bool {
+    let mut sql = String::from("SELECT ");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("pg_catalog.current_setting(");
+        super::params::push_literal(&mut sql, name);
+        sql.push_str(",true)");
+    }
+    match conn.query_row(&sql).await {
+        Ok(Ok(values)) if values.len() == names.len() && conn.tx_status == TxStatus::Idle => {
+            for (name, value) in names.iter().zip(&values) {
+                params.capture(name, value.as_deref());
+            }
+            params.record_on(conn);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A Query that is exactly `DISCARD ALL` (one statement).
+fn is_lone_discard_all(text: &str) -> bool {
+    let t = text.trim().trim_end_matches(';').trim_end();
+    let mut words = t.split_ascii_whitespace();
+    matches!((words.next(), words.next(), words.next()), (Some(a), Some(b), None)
+        if a.eq_ignore_ascii_case("discard") && b.eq_ignore_ascii_case("all"))
 }
 
 /// Takes a server from the pool and gives it this client's parameters.

@@ -27,6 +27,9 @@ enum Owed {
     Sync,
     /// The client's CopyDone/CopyFail: no reply of its own, a marker.
     CopyEnd,
+    /// A message pgbalancer answers itself (the server never saw it); its
+    /// answer goes out when it reaches the front.
+    Answered,
 }
 
 impl Owed {
@@ -35,9 +38,33 @@ impl Owed {
     }
 }
 
-#[derive(Debug, Default, Clone)]
-pub struct Flow {
-    owed: VecDeque<Owed>,
+/// What the caller attached to a forwarded message, handed back when the
+/// server has answered it (or skipped it).
+pub trait Note: Default {
+    /// Plain notes are not handed back.
+    fn is_plain(&self) -> bool;
+}
+
+impl Note for () {
+    fn is_plain(&self) -> bool {
+        true
+    }
+}
+
+/// How a noted message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its completion message arrived (ParseComplete, BindComplete …).
+    Done,
+    /// The server answered it with an ErrorResponse.
+    Failed,
+    /// The server discarded it (an earlier error in the batch).
+    Skipped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow<N = ()> {
+    owed: VecDeque<(Owed, N)>,
     /// Entries of `owed` that are not CopyEnd markers.
     real: usize,
     /// Extended messages sent since the last Sync.
@@ -47,17 +74,40 @@ pub struct Flow {
     /// An extended message failed and no Sync has been forwarded since:
     /// the server discards what the client sends until one.
     ignore_till_sync: bool,
+    /// Noted entries that ended, oldest first, until the caller takes them.
+    ended: VecDeque<(Outcome, N)>,
 }
 
-impl Flow {
+impl<N> Default for Flow<N> {
+    fn default() -> Self {
+        Flow {
+            owed: VecDeque::new(),
+            real: 0,
+            batch_open: false,
+            copy_in: false,
+            ignore_till_sync: false,
+            ended: VecDeque::new(),
+        }
+    }
+}
+
+impl<N: Note> Flow<N> {
     /// A message of type `tag` was forwarded to the server.
     pub fn client(&mut self, tag: u8) {
+        self.client_noted(tag, N::default());
+    }
+
+    /// A message of type `tag` was forwarded to the server, with a note the
+    /// caller gets back once the server has answered it.
+    pub fn client_noted(&mut self, tag: u8, note: N) {
         if self.ignore_till_sync {
             if tag == fe::SYNC {
                 self.ignore_till_sync = false;
                 self.batch_open = false;
                 self.real += 1;
-                self.owed.push_back(Owed::Sync);
+                self.owed.push_back((Owed::Sync, note));
+            } else {
+                self.end(Outcome::Skipped, note);
             }
             return;
         }
@@ -83,8 +133,8 @@ impl Flow {
                 // still start the COPY it ends; one in a row is enough. Stray
                 // ones (the server ignores them) are not recorded, so a flood
                 // of them costs nothing.
-                let may_start_copy = self.owed.iter().any(|&o| matches!(o, Owed::Query | Owed::Execute));
-                if !may_start_copy || self.owed.back() == Some(&Owed::CopyEnd) {
+                let may_start_copy = self.owed.iter().any(|(o, _)| matches!(o, Owed::Query | Owed::Execute));
+                if !may_start_copy || self.owed.back().map(|(o, _)| *o) == Some(Owed::CopyEnd) {
                     return;
                 }
                 Owed::CopyEnd
@@ -97,16 +147,68 @@ impl Flow {
         if owed != Owed::CopyEnd {
             self.real += 1;
         }
-        self.owed.push_back(owed);
+        self.owed.push_back((owed, note));
+    }
+
+    /// A message of type `tag` that pgbalancer answers itself (the server
+    /// never sees it). Its note comes back from [`Flow::take_answer`] when
+    /// every reply before it has gone to the client.
+    pub fn answered(&mut self, tag: u8, note: N) {
+        if self.ignore_till_sync {
+            // PostgreSQL would have discarded it.
+            self.end(Outcome::Skipped, note);
+            return;
+        }
+        if matches!(tag, fe::PARSE | fe::BIND | fe::CLOSE | fe::DESCRIBE | fe::EXECUTE) {
+            self.batch_open = true;
+        }
+        self.real += 1;
+        self.owed.push_back((Owed::Answered, note));
+    }
+
+    /// The note of a self-answered message that is now due (nothing owed
+    /// before it).
+    pub fn take_answer(&mut self) -> Option<N> {
+        self.drop_markers();
+        if self.owed.front().map(|(o, _)| *o) != Some(Owed::Answered) {
+            return None;
+        }
+        self.pop_front().map(|(_, n)| n)
+    }
+
+    /// True when a self-answered message is due.
+    pub fn answer_due(&self) -> bool {
+        self.owed.iter().find(|(o, _)| *o != Owed::CopyEnd).map(|(o, _)| *o) == Some(Owed::Answered)
+    }
+
+    /// True when the server's next completion message answers a noted
+    /// message (the caller may want to look at it).
+    pub fn front_noted(&self) -> bool {
+        self.owed.iter().find(|(o, _)| *o != Owed::CopyEnd).is_some_and(|(_, n)| !n.is_plain())
+    }
+
+    /// Noted messages that ended since the last call, oldest first.
+    pub fn take_ended(&mut self) -> Option<(Outcome, N)> {
+        self.ended.pop_front()
+    }
+
+    pub fn has_ended(&self) -> bool {
+        !self.ended.is_empty()
+    }
+
+    fn end(&mut self, outcome: Outcome, note: N) {
+        if !note.is_plain() {
+            self.ended.push_back((outcome, note));
+        }
     }
 
     /// Removes the front entry, keeping the count of real entries.
-    fn pop_front(&mut self) -> Option<Owed> {
-        let o = self.owed.pop_front()?;
-        if o != Owed::CopyEnd {
+    fn pop_front(&mut self) -> Option<(Owed, N)> {
+        let e = self.owed.pop_front()?;
+        if e.0 != Owed::CopyEnd {
             self.real -= 1;
         }
-        Some(o)
+        Some(e)
     }
 
     /// The server sent a message of type `tag`.
@@ -116,40 +218,45 @@ impl Flow {
             // Any error ends a COPY on the server side.
             self.copy_in = false;
         }
-        let Some(&front) = self.owed.front() else { return };
+        let Some(&(front, _)) = self.owed.front() else { return };
         match tag {
-            be::PARSE_COMPLETE if front == Owed::Parse => self.pop(),
-            be::BIND_COMPLETE if front == Owed::Bind => self.pop(),
-            be::CLOSE_COMPLETE if front == Owed::Close => self.pop(),
-            be::ROW_DESCRIPTION | be::NO_DATA if front == Owed::Describe => self.pop(),
+            be::PARSE_COMPLETE if front == Owed::Parse => self.pop(Outcome::Done),
+            be::BIND_COMPLETE if front == Owed::Bind => self.pop(Outcome::Done),
+            be::CLOSE_COMPLETE if front == Owed::Close => self.pop(Outcome::Done),
+            be::ROW_DESCRIPTION | be::NO_DATA if front == Owed::Describe => self.pop(Outcome::Done),
             be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED if front == Owed::Execute => {
-                self.pop()
+                self.pop(Outcome::Done)
             }
             be::ERROR_RESPONSE if front.is_extended() => {
-                self.pop();
+                self.pop(Outcome::Failed);
                 self.discard_until_sync();
             }
             be::COPY_IN_RESPONSE if matches!(front, Owed::Execute | Owed::Query) => self.copy_in_started(),
             be::READY_FOR_QUERY => {
                 // Completes the first Query, FunctionCall or Sync; anything
                 // before it that is still listed was answered already.
-                while let Some(o) = self.pop_front() {
+                while let Some((o, n)) = self.pop_front() {
                     if matches!(o, Owed::Query | Owed::FunctionCall | Owed::Sync) {
+                        self.end(Outcome::Done, n);
                         break;
                     }
+                    let outcome = if o == Owed::Answered { Outcome::Skipped } else { Outcome::Done };
+                    self.end(outcome, n);
                 }
             }
             _ => {}
         }
     }
 
-    fn pop(&mut self) {
-        self.pop_front();
+    fn pop(&mut self, outcome: Outcome) {
+        if let Some((_, n)) = self.pop_front() {
+            self.end(outcome, n);
+        }
         self.drop_markers();
     }
 
     fn drop_markers(&mut self) {
-        while self.owed.front() == Some(&Owed::CopyEnd) {
+        while self.owed.front().map(|(o, _)| *o) == Some(Owed::CopyEnd) {
             self.owed.pop_front();
         }
     }
@@ -157,11 +264,13 @@ impl Flow {
     /// The server now ignores messages until a Sync: forget what it will
     /// not answer.
     fn discard_until_sync(&mut self) {
-        while let Some(&o) = self.owed.front() {
+        while let Some(&(o, _)) = self.owed.front() {
             if o == Owed::Sync {
                 return;
             }
-            self.pop_front();
+            if let Some((_, n)) = self.pop_front() {
+                self.end(Outcome::Skipped, n);
+            }
         }
         self.ignore_till_sync = true;
     }
@@ -169,13 +278,15 @@ impl Flow {
     /// COPY IN began for the front message: Syncs sent after it and before
     /// the client's CopyDone/CopyFail are ignored by the server.
     fn copy_in_started(&mut self) {
-        let end = self.owed.iter().skip(1).position(|&o| o == Owed::CopyEnd).map(|p| p + 1);
+        let end = self.owed.iter().skip(1).position(|(o, _)| *o == Owed::CopyEnd).map(|p| p + 1);
         let upto = end.unwrap_or(self.owed.len());
         let mut i = 1;
         let mut limit = upto;
         while i < limit {
-            if self.owed[i] == Owed::Sync {
-                self.owed.remove(i);
+            if self.owed[i].0 == Owed::Sync {
+                if let Some((_, n)) = self.owed.remove(i) {
+                    self.end(Outcome::Skipped, n);
+                }
                 self.real -= 1;
                 limit -= 1;
             } else {
@@ -216,7 +327,7 @@ mod tests {
     use super::*;
 
     fn run(client: &[u8], server: &[u8]) -> Flow {
-        let mut f = Flow::default();
+        let mut f: Flow = Flow::default();
         for &t in client {
             f.client(t);
         }

@@ -87,6 +87,9 @@ pub mod sqlstate {
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 }
 
 /// Transaction status carried by ReadyForQuery.

@@ -32,6 +32,48 @@ impl ErrorFields {
     }
 }
 
+/// Parse body: (statement name, the rest: query, NUL, parameter types).
+pub fn parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    cstr(body)
+}
+
+/// Bind body: (portal, statement name, the rest).
+pub fn bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (name, rest) = cstr(rest)?;
+    Some((portal, name, rest))
+}
+
+/// Describe or Close body: (kind b'S'/b'P', name).
+pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = cstr(rest)?;
+    Some((kind, name))
+}
+
+/// DataRow body → its columns as text (None for NULL).
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let (n, mut rest) = body.split_first_chunk::<2>()?;
+    let n = i16::from_be_bytes(*n);
+    let mut cols = Vec::with_capacity(usize::try_from(n).ok()?.min(rest.len() / 4));
+    for _ in 0..n {
+        let (len, after) = rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            cols.push(None);
+            rest = after;
+            continue;
+        }
+        let len = len as usize;
+        if after.len() < len {
+            return None;
+        }
+        cols.push(Some(String::from_utf8_lossy(&after[..len]).into_owned()));
+        rest = &after[len..];
+    }
+    Some(cols)
+}
+
 /// Splits a NUL-terminated string off the front.
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = b.iter().position(|&c| c == 0)?;

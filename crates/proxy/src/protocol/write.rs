@@ -67,6 +67,18 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, messag
     finish(buf, at);
 }
 
+/// A message without a body (ParseComplete, CloseComplete, NoData …).
+pub fn empty(buf: &mut BytesMut, tag: u8) {
+    let at = begin(buf, tag);
+    finish(buf, at);
+}
+
+pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
+    let at = begin(buf, be::COMMAND_COMPLETE);
+    put_cstr(buf, command_tag.as_bytes());
+    finish(buf, at);
+}
+
 pub fn authentication_ok(buf: &mut BytesMut) {
     let at = begin(buf, be::AUTHENTICATION);
     buf.put_i32(auth_code::OK);
@@ -158,6 +170,41 @@ pub fn cancel_request(buf: &mut BytesMut, pid: i32, key: i32) {
 pub fn query(buf: &mut BytesMut, sql: &str) {
     let at = begin(buf, fe::QUERY);
     put_cstr(buf, sql.as_bytes());
+    finish(buf, at);
+}
+
+/// Parse: statement `name`, then `rest` (query, NUL, parameter types) as
+/// the client sent it.
+pub fn parse(buf: &mut BytesMut, name: &str, rest: &[u8]) {
+    let at = begin(buf, fe::PARSE);
+    put_cstr(buf, name.as_bytes());
+    buf.put_slice(rest);
+    finish(buf, at);
+}
+
+/// Bind of `portal` to statement `name`; `rest` (formats, parameters,
+/// result formats) as the client sent it.
+pub fn bind(buf: &mut BytesMut, portal: &[u8], name: &str, rest: &[u8]) {
+    let at = begin(buf, fe::BIND);
+    put_cstr(buf, portal);
+    put_cstr(buf, name.as_bytes());
+    buf.put_slice(rest);
+    finish(buf, at);
+}
+
+/// Describe (`kind` b'S' statement or b'P' portal).
+pub fn describe(buf: &mut BytesMut, kind: u8, name: &str) {
+    let at = begin(buf, fe::DESCRIBE);
+    buf.put_u8(kind);
+    put_cstr(buf, name.as_bytes());
+    finish(buf, at);
+}
+
+/// Close (`kind` b'S' statement or b'P' portal).
+pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
+    let at = begin(buf, fe::CLOSE);
+    buf.put_u8(kind);
+    put_cstr(buf, name.as_bytes());
     finish(buf, at);
 }
 

@@ -1,0 +1,297 @@
+//! Protocol-level prepared statements in transaction and statement mode.
+//!
+//! A client names its statements as it likes (`S_1`, `_pg3_0` …); those
+//! names mean nothing on the server connection it gets for its next
+//! transaction. pgbalancer therefore keeps three things:
+//!
+//! * a [`Registry`] shared by every client: one [`Statement`] per distinct
+//!   Parse body (query text + parameter types), with a server-side name
+//!   `_pgb_s<id>` used on every server;
+//! * per client, [`ClientStatements`]: its names → statements;
+//! * per server connection, [`ServerStatements`]: which statements that
+//!   connection has prepared, bounded by `max_prepared_statements` (least
+//!   recently used first out).
+//!
+//! The session rewrites Parse/Bind/Describe/Close accordingly and prepares
+//! a statement on a server right before its first use there (see
+//! `client/rewrite.rs`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::sql::session::{session_effects, SessionEffects};
+
+/// One distinct statement, shared by every client that prepared it.
+#[derive(Debug)]
+pub struct Statement {
+    pub id: u64,
+    /// The name it has on every server connection.
+    pub name: Box<str>,
+    /// The Parse message body after the statement name: query text, NUL,
+    /// parameter type count and OIDs.
+    pub body: Bytes,
+    /// What running it does to session state (from its query text).
+    pub effects: SessionEffects,
+    /// The server said "cached plan must not change result type": the next
+    /// use prepares it afresh under a new name.
+    stale: AtomicBool,
+}
+
+impl Statement {
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// The query text (without its NUL), as sent by the client.
+    pub fn query(&self) -> &str {
+        let end = self.body.iter().position(|&b| b == 0).unwrap_or(self.body.len());
+        std::str::from_utf8(&self.body[..end]).unwrap_or("")
+    }
+}
+
+/// Every statement some client holds, by Parse body. Entries whose last
+/// client is gone are pruned by the maintenance tick.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_body: DashMap<Bytes, Weak<Statement>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// The statement for this Parse body, created on first use.
+    pub fn register(&self, body: &[u8]) -> Arc<Statement> {
+        if let Some(s) = self.by_body.get(body).and_then(|w| w.upgrade()) {
+            if !s.is_stale() {
+                return s;
+            }
+        }
+        let body = Bytes::copy_from_slice(body);
+        let mut entry = self.by_body.entry(body.clone()).or_default();
+        if let Some(s) = entry.upgrade() {
+            if !s.is_stale() {
+                return s;
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let effects = session_effects(query_of(&body));
+        let s = Arc::new(Statement { id, name: server_name(id).into(), body, effects, stale: false.into() });
+        *entry = Arc::downgrade(&s);
+        s
+    }
+
+    /// Forgets statements no client holds any more.
+    pub fn prune(&self) {
+        self.by_body.retain(|_, w| w.strong_count() > 0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_body.is_empty()
+    }
+}
+
+/// The name statement `id` has on servers.
+pub fn server_name(id: u64) -> String {
+    format!("_pgb_s{id}")
+}
+
+fn query_of(body: &[u8]) -> &str {
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    std::str::from_utf8(&body[..end]).unwrap_or("")
+}
+
+/// One client's statement names.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<[u8]>, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.by_name.get(name)
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn insert(&mut self, name: &[u8], stmt: Arc<Statement>) {
+        self.by_name.insert(name.into(), stmt);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.by_name.remove(name)
+    }
+
+    /// Removes `name` if it still stands for statement `id`.
+    pub fn remove_if(&mut self, name: &[u8], id: u64) {
+        if self.by_name.get(name).is_some_and(|s| s.id == id) {
+            self.by_name.remove(name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The statement `name` stands for, replaced by a fresh one when the
+    /// server found it stale.
+    pub fn current(&mut self, name: &[u8], registry: &Registry) -> Option<Arc<Statement>> {
+        let s = self.by_name.get_mut(name)?;
+        if s.is_stale() {
+            *s = registry.register(&s.body);
+        }
+        Some(s.clone())
+    }
+}
+
+/// The statements one server connection has prepared, with their last use
+/// for least-recently-used eviction.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    last_use: HashMap<u64, u64>,
+    tick: u64,
+    /// Statements used since this tick belong to the batch in flight (no
+    /// Sync yet): closing them would close the client's portals.
+    batch_start: u64,
+}
+
+impl ServerStatements {
+    /// True when the statement is prepared here; counts as a use.
+    pub fn touch(&mut self, id: u64) -> bool {
+        self.tick += 1;
+        match self.last_use.get_mut(&id) {
+            Some(t) => {
+                *t = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&mut self, id: u64) {
+        self.tick += 1;
+        self.last_use.insert(id, self.tick);
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.last_use.remove(&id);
+    }
+
+    /// The server dropped its prepared statements (DISCARD ALL,
+    /// DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.last_use.clear();
+    }
+
+    /// A Sync went out: what was used so far may be evicted.
+    pub fn batch_ended(&mut self) {
+        self.batch_start = self.tick + 1;
+    }
+
+    /// With `cap` statements or more prepared, picks the least recently
+    /// used one outside the current batch, forgets it and returns its id
+    /// (the caller closes it on the server).
+    pub fn evict(&mut self, cap: usize) -> Option<u64> {
+        if self.last_use.len() < cap {
+            return None;
+        }
+        let (&id, _) = self.last_use.iter().filter(|(_, &t)| t < self.batch_start).min_by_key(|(_, &t)| t)?;
+        self.last_use.remove(&id);
+        Some(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.last_use.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_use.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(q: &str) -> Vec<u8> {
+        let mut b = q.as_bytes().to_vec();
+        b.extend([0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn same_body_same_statement_until_stale() {
+        let r = Registry::default();
+        let a = r.register(&body("SELECT 1"));
+        let b = r.register(&body("SELECT 1"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_ne!(r.register(&body("SELECT 2")).id, a.id);
+        a.mark_stale();
+        let c = r.register(&body("SELECT 1"));
+        assert_ne!(c.id, a.id);
+        assert_eq!(&*c.name, &*format!("_pgb_s{}", c.id));
+        assert_eq!(c.query(), "SELECT 1");
+    }
+
+    #[test]
+    fn prune_forgets_unheld_statements() {
+        let r = Registry::default();
+        let a = r.register(&body("SELECT 1"));
+        drop(r.register(&body("SELECT 2")));
+        r.prune();
+        assert_eq!(r.len(), 1);
+        drop(a);
+        r.prune();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn client_current_renews_stale() {
+        let r = Registry::default();
+        let mut c = ClientStatements::default();
+        let a = r.register(&body("SELECT 1"));
+        c.insert(b"s1", a.clone());
+        assert_eq!(c.current(b"s1", &r).unwrap().id, a.id);
+        a.mark_stale();
+        let renewed = c.current(b"s1", &r).unwrap();
+        assert_ne!(renewed.id, a.id);
+        assert_eq!(c.get(b"s1").unwrap().id, renewed.id);
+        assert!(c.current(b"nope", &r).is_none());
+    }
+
+    #[test]
+    fn lru_evicts_oldest_outside_the_batch() {
+        let mut s = ServerStatements::default();
+        for id in 1..=3 {
+            s.insert(id);
+        }
+        assert_eq!(s.evict(3), None, "batch in flight: nothing may go");
+        s.batch_ended();
+        assert!(s.touch(1));
+        // 1 was used in the new batch; 2 is the oldest left.
+        assert_eq!(s.evict(3), Some(2));
+        assert_eq!(s.evict(3), None, "under the cap");
+        assert!(!s.touch(2));
+        assert_eq!(s.len(), 2);
+    }
+}
