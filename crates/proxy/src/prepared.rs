@@ -17,7 +17,7 @@
 //! `client/rewrite.rs`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -36,20 +36,12 @@ pub struct Statement {
     pub body: Bytes,
     /// What running it does to session state (from its query text).
     pub effects: SessionEffects,
-    /// The server said "cached plan must not change result type": the next
-    /// use prepares it afresh under a new name.
-    stale: AtomicBool,
+    /// Its registry key: the body plus the settings that change how the
+    /// server reads it.
+    key: Bytes,
 }
 
 impl Statement {
-    pub fn is_stale(&self) -> bool {
-        self.stale.load(Ordering::Relaxed)
-    }
-
-    pub fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Relaxed);
-    }
-
     /// The query text (without its NUL), as sent by the client.
     pub fn query(&self) -> &str {
         let end = self.body.iter().position(|&b| b == 0).unwrap_or(self.body.len());
@@ -57,8 +49,10 @@ impl Statement {
     }
 }
 
-/// Every statement some client holds, by Parse body. Entries whose last
-/// client is gone are pruned by the maintenance tick.
+/// Every statement some client holds, by Parse body and the client
+/// settings that change its meaning (`client_encoding`,
+/// `standard_conforming_strings`). Entries whose last client is gone are
+/// pruned by the maintenance tick.
 #[derive(Debug, Default)]
 pub struct Registry {
     by_body: DashMap<Bytes, Weak<Statement>>,
@@ -66,25 +60,40 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The statement for this Parse body, created on first use.
-    pub fn register(&self, body: &[u8]) -> Arc<Statement> {
-        if let Some(s) = self.by_body.get(body).and_then(|w| w.upgrade()) {
-            if !s.is_stale() {
-                return s;
-            }
+    /// The statement for this Parse body read under `variant` (the client
+    /// settings it depends on), created on first use.
+    pub fn register(&self, body: &[u8], variant: &[u8]) -> Arc<Statement> {
+        let mut key = Vec::with_capacity(body.len() + 1 + variant.len());
+        key.extend_from_slice(body);
+        key.push(0xff);
+        key.extend_from_slice(variant);
+        if let Some(s) = self.by_body.get(key.as_slice()).and_then(|w| w.upgrade()) {
+            return s;
         }
-        let body = Bytes::copy_from_slice(body);
-        let mut entry = self.by_body.entry(body.clone()).or_default();
+        let key = Bytes::from(key);
+        let mut entry = self.by_body.entry(key.clone()).or_default();
         if let Some(s) = entry.upgrade() {
-            if !s.is_stale() {
-                return s;
-            }
+            return s;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let effects = session_effects(query_of(&body));
-        let s = Arc::new(Statement { id, name: server_name(id).into(), body, effects, stale: false.into() });
+        let s = self.create(key, body.len());
         *entry = Arc::downgrade(&s);
         s
+    }
+
+    /// A new version of `old` under a new name (the server's copy went
+    /// stale: "cached plan must not change result type"); later
+    /// registrations get it too.
+    pub fn renew(&self, old: &Statement) -> Arc<Statement> {
+        let s = self.create(old.key.clone(), old.body.len());
+        self.by_body.insert(old.key.clone(), Arc::downgrade(&s));
+        s
+    }
+
+    fn create(&self, key: Bytes, body_len: usize) -> Arc<Statement> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = key.slice(..body_len);
+        let effects = session_effects(query_of(&body));
+        Arc::new(Statement { id, name: server_name(id).into(), body, effects, key })
     }
 
     /// Forgets statements no client holds any more.
@@ -111,15 +120,17 @@ fn query_of(body: &[u8]) -> &str {
     std::str::from_utf8(&body[..end]).unwrap_or("")
 }
 
-/// One client's statement names.
+/// One client's statement names, each with the order it was made in (so a
+/// `DEALLOCATE ALL` drops only those made before it).
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    by_name: HashMap<Box<[u8]>, Arc<Statement>>,
+    by_name: HashMap<Box<[u8]>, (Arc<Statement>, u64)>,
+    seq: u64,
 }
 
 impl ClientStatements {
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
-        self.by_name.get(name)
+        self.by_name.get(name).map(|(s, _)| s)
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
@@ -127,18 +138,29 @@ impl ClientStatements {
     }
 
     pub fn insert(&mut self, name: &[u8], stmt: Arc<Statement>) {
-        self.by_name.insert(name.into(), stmt);
+        self.seq += 1;
+        self.by_name.insert(name.into(), (stmt, self.seq));
     }
 
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
-        self.by_name.remove(name)
+        self.by_name.remove(name).map(|(s, _)| s)
     }
 
     /// Removes `name` if it still stands for statement `id`.
     pub fn remove_if(&mut self, name: &[u8], id: u64) {
-        if self.by_name.get(name).is_some_and(|s| s.id == id) {
+        if self.by_name.get(name).is_some_and(|(s, _)| s.id == id) {
             self.by_name.remove(name);
         }
+    }
+
+    /// A mark for [`ClientStatements::clear_before`]: everything made so far.
+    pub fn mark(&self) -> u64 {
+        self.seq
+    }
+
+    /// Forgets the names made up to `mark`.
+    pub fn clear_before(&mut self, mark: u64) {
+        self.by_name.retain(|_, (_, seq)| *seq > mark);
     }
 
     pub fn clear(&mut self) {
@@ -153,14 +175,14 @@ impl ClientStatements {
         self.by_name.is_empty()
     }
 
-    /// The statement `name` stands for, replaced by a fresh one when the
-    /// server found it stale.
-    pub fn current(&mut self, name: &[u8], registry: &Registry) -> Option<Arc<Statement>> {
-        let s = self.by_name.get_mut(name)?;
-        if s.is_stale() {
-            *s = registry.register(&s.body);
+    /// Points every name that stands for `old` at its renewed version.
+    pub fn renew(&mut self, old: &Statement, registry: &Registry) {
+        let mut fresh = None;
+        for (s, _) in self.by_name.values_mut() {
+            if s.id == old.id {
+                *s = fresh.get_or_insert_with(|| registry.renew(old)).clone();
+            }
         }
-        Some(s.clone())
     }
 }
 
@@ -240,24 +262,26 @@ mod tests {
     }
 
     #[test]
-    fn same_body_same_statement_until_stale() {
+    fn same_body_and_variant_same_statement_until_renewed() {
         let r = Registry::default();
-        let a = r.register(&body("SELECT 1"));
-        let b = r.register(&body("SELECT 1"));
+        let a = r.register(&body("SELECT 1"), b"UTF8");
+        let b = r.register(&body("SELECT 1"), b"UTF8");
         assert!(Arc::ptr_eq(&a, &b));
-        assert_ne!(r.register(&body("SELECT 2")).id, a.id);
-        a.mark_stale();
-        let c = r.register(&body("SELECT 1"));
+        assert_ne!(r.register(&body("SELECT 2"), b"UTF8").id, a.id);
+        assert_ne!(r.register(&body("SELECT 1"), b"LATIN1").id, a.id, "another encoding, another statement");
+        let c = r.renew(&a);
         assert_ne!(c.id, a.id);
+        assert_eq!(r.register(&body("SELECT 1"), b"UTF8").id, c.id, "later registrations get the renewed one");
         assert_eq!(&*c.name, &*format!("_pgb_s{}", c.id));
         assert_eq!(c.query(), "SELECT 1");
+        assert_eq!(c.body, a.body);
     }
 
     #[test]
     fn prune_forgets_unheld_statements() {
         let r = Registry::default();
-        let a = r.register(&body("SELECT 1"));
-        drop(r.register(&body("SELECT 2")));
+        let a = r.register(&body("SELECT 1"), b"");
+        drop(r.register(&body("SELECT 2"), b""));
         r.prune();
         assert_eq!(r.len(), 1);
         drop(a);
@@ -266,17 +290,20 @@ mod tests {
     }
 
     #[test]
-    fn client_current_renews_stale() {
+    fn client_renew_and_clear_before() {
         let r = Registry::default();
         let mut c = ClientStatements::default();
-        let a = r.register(&body("SELECT 1"));
+        let a = r.register(&body("SELECT 1"), b"");
         c.insert(b"s1", a.clone());
-        assert_eq!(c.current(b"s1", &r).unwrap().id, a.id);
-        a.mark_stale();
-        let renewed = c.current(b"s1", &r).unwrap();
-        assert_ne!(renewed.id, a.id);
-        assert_eq!(c.get(b"s1").unwrap().id, renewed.id);
-        assert!(c.current(b"nope", &r).is_none());
+        c.insert(b"s2", a.clone());
+        c.renew(&a, &r);
+        let (s1, s2) = (c.get(b"s1").unwrap().id, c.get(b"s2").unwrap().id);
+        assert_ne!(s1, a.id);
+        assert_eq!(s1, s2, "one renewed statement for both names");
+        let mark = c.mark();
+        c.insert(b"s3", a);
+        c.clear_before(mark);
+        assert!(!c.contains(b"s1") && !c.contains(b"s2") && c.contains(b"s3"));
     }
 
     #[test]

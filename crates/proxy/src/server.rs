@@ -334,7 +334,8 @@ impl ServerConn {
             };
             let inspect = match h.tag {
                 be::READY_FOR_QUERY | be::PARAMETER_STATUS => true,
-                be::ERROR_RESPONSE => flow.front_noted(),
+                // A huge error streams through; its fields then stay unread.
+                be::ERROR_RESPONSE => flow.front_noted() && h.total_len <= INSPECT_CAP,
                 _ => false,
             };
             if inspect {

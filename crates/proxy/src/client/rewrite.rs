@@ -24,8 +24,9 @@ use crate::protocol::{be, fe, frame, read, sqlstate, write, TxStatus};
 pub enum Note {
     #[default]
     Plain,
-    /// pgbalancer's own Close: its CloseComplete is not the client's.
-    OwnClose,
+    /// pgbalancer's own Close of this statement: its CloseComplete is not
+    /// the client's.
+    OwnClose(u64),
     /// pgbalancer's own Parse of a statement the client uses next.
     OwnParse(Arc<Statement>),
     /// The client's Parse, under the shared name.
@@ -38,12 +39,13 @@ pub enum Note {
     /// aborts the batch (and transaction) exactly as PostgreSQL would for
     /// the client's message; its error is replaced by this one.
     Replace(Answer),
-    /// A lone `DISCARD ALL` outside a transaction: once it succeeded, the
-    /// server holds nothing of this client's.
-    Discard,
+    /// A lone `DISCARD ALL`: once it succeeded, the server holds nothing of
+    /// this client's, and the client's statements made before it (up to
+    /// this [`ClientStatements::mark`]) are gone.
+    Discard(u64),
     /// A Query with `DEALLOCATE ALL` or `DISCARD ALL`: once it succeeded,
-    /// the client's statements are gone.
-    DropStatements,
+    /// the client's statements made before it are gone.
+    DropStatements(u64),
 }
 
 /// What becomes of the server's reply to a noted message.
@@ -75,18 +77,14 @@ impl flow::Note for Note {
 #[derive(Debug)]
 pub enum Answer {
     /// ParseComplete for a statement the server already had.
-    Parsed {
-        name: Box<[u8]>,
-        id: u64,
-    },
-    CloseComplete,
-    /// CommandComplete with this tag, then ReadyForQuery.
-    Command(&'static str),
+    Parsed { name: Box<[u8]>, id: u64 },
+    /// CloseComplete for a statement the client closed (restored if
+    /// PostgreSQL would have discarded the Close).
+    Closed { name: Box<[u8]>, stmt: Option<Arc<Statement>> },
+    /// `DEALLOCATE name` of a protocol-level statement, answered when due.
+    Deallocate { name: Box<[u8]> },
     /// An error PostgreSQL would have raised (in place of the server's).
-    Error {
-        code: &'static str,
-        message: String,
-    },
+    Error { code: &'static str, message: String },
 }
 
 impl Answer {
@@ -94,9 +92,18 @@ impl Answer {
     pub fn write(&self, out: &mut BytesMut, tx: TxStatus) {
         match self {
             Answer::Parsed { .. } => write::empty(out, be::PARSE_COMPLETE),
-            Answer::CloseComplete => write::empty(out, be::CLOSE_COMPLETE),
-            Answer::Command(tag) => {
-                write::command_complete(out, tag);
+            Answer::Closed { .. } => write::empty(out, be::CLOSE_COMPLETE),
+            Answer::Deallocate { .. } if tx == TxStatus::Failed => {
+                write::error_response(
+                    out,
+                    write::Severity::Error,
+                    sqlstate::IN_FAILED_SQL_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                );
+                write::ready_for_query(out, tx);
+            }
+            Answer::Deallocate { .. } => {
+                write::command_complete(out, "DEALLOCATE");
                 write::ready_for_query(out, tx);
             }
             Answer::Error { code, message } => write::error_response(out, write::Severity::Error, code, message),
@@ -149,6 +156,9 @@ pub enum Handled {
 
 pub struct Rewriter<'a> {
     pub registry: &'a Registry,
+    /// The client settings a statement's meaning depends on (see
+    /// [`Registry::register`]).
+    pub variant: &'a [u8],
     pub client: &'a mut ClientStatements,
     pub server: &'a mut ServerStatements,
     pub flow: &'a mut Flow<Note>,
@@ -199,7 +209,7 @@ impl Rewriter<'_> {
             self.fail(batch.out, sqlstate::DUPLICATE_PREPARED_STATEMENT, message);
             return Handled::Done;
         }
-        let stmt = self.registry.register(rest);
+        let stmt = self.registry.register(rest, self.variant);
         self.client.insert(name, stmt.clone());
         if self.server.touch(stmt.id) {
             let answer = Answer::Parsed { name: name.into(), id: stmt.id };
@@ -237,7 +247,7 @@ impl Rewriter<'_> {
         if name.is_empty() {
             return None;
         }
-        self.client.current(name, self.registry)
+        self.client.get(name).cloned()
     }
 
     /// Puts a Parse of `stmt` in front when this server lacks it.
@@ -256,10 +266,10 @@ impl Rewriter<'_> {
     fn send_parse(&mut self, out: &mut BytesMut, stmt: &Statement) {
         while let Some(old) = self.server.evict(self.cap) {
             write::close(out, b'S', &crate::prepared::server_name(old));
-            self.flow.client_noted(fe::CLOSE, Note::OwnClose);
+            self.flow.client_noted(fe::CLOSE, Note::OwnClose(old));
         }
         write::close(out, b'S', &stmt.name);
-        self.flow.client_noted(fe::CLOSE, Note::OwnClose);
+        self.flow.client_noted(fe::CLOSE, Note::OwnClose(stmt.id));
         write::parse(out, &stmt.name, &stmt.body);
         self.server.insert(stmt.id);
     }
@@ -277,11 +287,12 @@ pub fn close(
     let body = &batch.src[at + frame::HEADER_LEN..end];
     let Some((b'S', name)) = read::target(body) else { return Handled::AsIs };
     // Closing a statement that does not exist is no error in PostgreSQL.
-    if name.is_empty() || (client.remove(name).is_none() && !is_reserved(name)) {
+    let stmt = client.remove(name);
+    if name.is_empty() || (stmt.is_none() && !is_reserved(name)) {
         return Handled::AsIs;
     }
     batch.replace(at, end);
-    flow.answered(fe::CLOSE, Note::Answer(Answer::CloseComplete));
+    flow.answered(fe::CLOSE, Note::Answer(Answer::Closed { name: name.into(), stmt }));
     Handled::Done
 }
 
@@ -299,11 +310,17 @@ pub fn ended(
     error: Option<&read::ErrorFields>,
     client: &mut ClientStatements,
     server: &mut ServerStatements,
+    registry: &Registry,
 ) -> Reply {
     use flow::Outcome::*;
     match (outcome, note) {
-        (Done, Note::OwnClose | Note::OwnParse(_) | Note::Replace(_)) => Reply::Hide,
+        (Done, Note::OwnClose(_) | Note::OwnParse(_) | Note::Replace(_)) => Reply::Hide,
         (Failed, Note::Replace(answer)) => Reply::Replace(answer),
+        (Failed | Skipped, Note::OwnClose(id)) => {
+            // Still prepared there.
+            server.insert(id);
+            Reply::Forward
+        }
         (Failed | Skipped, Note::OwnParse(s)) => {
             server.remove(s.id);
             Reply::Forward
@@ -313,26 +330,32 @@ pub fn ended(
             server.remove(stmt.id);
             Reply::Forward
         }
+        // PostgreSQL would have discarded these.
         (Skipped, Note::Answer(Answer::Parsed { name, id })) => {
-            // PostgreSQL would have discarded the Parse.
             client.remove_if(&name, id);
             Reply::Forward
         }
-        (Done, Note::DropStatements) => {
-            client.clear();
+        (Skipped, Note::Answer(Answer::Closed { name, stmt: Some(stmt) })) => {
+            if !client.contains(&name) {
+                client.insert(&name, stmt);
+            }
+            Reply::Forward
+        }
+        (Done, Note::DropStatements(mark)) => {
+            client.clear_before(mark);
             Reply::Forward
         }
         (Failed, Note::Uses(s)) => {
-            let code = error.and_then(|e| e.code.as_deref());
-            let message = error.and_then(|e| e.message.as_deref()).unwrap_or("");
-            if code == Some(sqlstate::FEATURE_NOT_SUPPORTED)
-                && message.contains("cached plan must not change result type")
-            {
-                // Every client's next use prepares it afresh.
-                s.mark_stale();
-            } else if code == Some(sqlstate::INVALID_SQL_STATEMENT_NAME) {
+            match error.and_then(|e| e.code.as_deref()) {
+                // "cached plan must not change result type" (checked by code
+                // only: the message is translated with lc_messages). The
+                // client got PostgreSQL's error; its next use prepares the
+                // statement afresh. Other clients get the error themselves
+                // on their next use, so they know to describe it again.
+                Some(sqlstate::FEATURE_NOT_SUPPORTED) => client.renew(&s, registry),
                 // Someone deallocated it behind pgbalancer's back.
-                server.remove(s.id);
+                Some(sqlstate::INVALID_SQL_STATEMENT_NAME) => server.remove(s.id),
+                _ => {}
             }
             Reply::Forward
         }

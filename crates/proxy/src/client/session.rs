@@ -72,6 +72,9 @@ pub struct Session {
     /// Something pinned the client that `DISCARD ALL` cannot undo (`LOAD`):
     /// its server is closed when it leaves.
     close_on_leave: bool,
+    /// The client settings a prepared statement's meaning depends on
+    /// (client_encoding, standard_conforming_strings): part of its key.
+    variant: Vec<u8>,
     /// Reused buffers: a rewritten client batch, and server output being
     /// edited on its way to the client.
     send_buf: BytesMut,
@@ -122,6 +125,7 @@ impl Session {
             pin: None,
             capture: Vec::new(),
             close_on_leave: false,
+            variant: Vec::new(),
             send_buf: BytesMut::new(),
             recv_buf: BytesMut::new(),
         }
@@ -304,17 +308,18 @@ impl Session {
                 if pooled {
                     let fx = session_effects(text);
                     if !fx.is_none() {
-                        if self.answers_deallocate(&fx) {
+                        if let Some(name) = self.deallocates(&fx) {
                             batch.replace(at, fin);
-                            self.flow.answered(fe::QUERY, Note::Answer(Answer::Command("DEALLOCATE")));
+                            self.flow.answered(fe::QUERY, Note::Answer(Answer::Deallocate { name }));
                             continue;
                         }
                         self.note_effects(&fx);
                         clears = fx.discard_all || fx.deallocate_all;
+                        let mark = self.statements.mark();
                         if fx.discard_all && is_lone_discard_all(text) {
-                            query_note = Note::Discard;
+                            query_note = Note::Discard(mark);
                         } else if clears {
-                            query_note = Note::DropStatements;
+                            query_note = Note::DropStatements(mark);
                         }
                     }
                     if self.rewrite && names_reserved(text) {
@@ -333,9 +338,17 @@ impl Session {
             }
             let Link::Linked(guard) = &mut self.link else { unreachable!("linked just now") };
             let conn = guard.conn();
+            if self.rewrite && tag == fe::PARSE {
+                self.variant.clear();
+                for name in ["client_encoding", "standard_conforming_strings"] {
+                    self.variant.extend_from_slice(self.params.get(name).unwrap_or("").as_bytes());
+                    self.variant.push(0);
+                }
+            }
             let handled = if self.rewrite && matches!(tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::SYNC) {
                 let mut rw = Rewriter {
                     registry: &self.shared.statements,
+                    variant: &self.variant,
                     client: &mut self.statements,
                     server: &mut conn.statements,
                     flow: &mut self.flow,
@@ -409,27 +422,19 @@ impl Session {
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.recv_buf);
-        while let Some(note) = self.flow.take_answer() {
-            if let Note::Answer(a) = note {
-                a.write(&mut out, tx);
-            }
-        }
+        answer_due(&mut self.flow, &mut self.statements, &mut out, tx);
         let r = self.client.write_all(&out).await;
         out.clear();
         self.recv_buf = out;
         r.map_err(Error::from)
     }
 
-    /// `DEALLOCATE name` of a statement this client prepared by protocol:
-    /// forgotten here and answered by pgbalancer, when nothing is pending
-    /// and no failed transaction would make PostgreSQL refuse it (then it
-    /// goes to the server, which answers as PostgreSQL does).
-    fn answers_deallocate(&mut self, fx: &SessionEffects) -> bool {
-        let Some(name) = &fx.deallocate else { return false };
-        if !self.rewrite || !self.flow.owes_nothing() || self.tx_status() == TxStatus::Failed {
-            return false;
-        }
-        self.statements.remove(name.as_bytes()).is_some()
+    /// `DEALLOCATE name` (alone in its Query) of a statement this client
+    /// prepared by protocol: pgbalancer answers it when it comes due, as
+    /// PostgreSQL would at that point (see `answer_due`).
+    fn deallocates(&mut self, fx: &SessionEffects) -> Option<Box<[u8]>> {
+        let name = fx.deallocate.as_deref()?;
+        (self.rewrite && self.statements.contains(name.as_bytes())).then(|| name.as_bytes().into())
     }
 
     /// Acts on what a statement does to session state: pins and settings
@@ -439,6 +444,10 @@ impl Session {
             self.pin_to_server(reason);
         }
         for name in &fx.settings {
+            if UNREPLAYABLE.contains(&name.as_str()) {
+                self.pin_to_server(PinReason::Unreplayable);
+                continue;
+            }
             if !self.capture.iter().any(|n| n == name) {
                 self.capture.push(name.clone());
             }
@@ -448,8 +457,12 @@ impl Session {
     /// Parse and Bind: the session state their statement creates.
     fn note_statement_effects(&mut self, tag: u8, body: &[u8]) {
         if tag == fe::PARSE {
-            let Some((_, rest)) = read::parse(body) else { return };
-            let text = read::query_text(rest).unwrap_or("");
+            let Some((name, rest)) = read::parse(body) else { return };
+            if !name.is_empty() && !self.rewrite {
+                // Without mapping, a named statement stays on the server.
+                self.pin_to_server(PinReason::NamedStatement);
+            }
+            let text = read::parse_query(rest).unwrap_or("");
             let fx = session_effects(text);
             if !fx.is_none() {
                 self.note_effects(&fx);
@@ -526,7 +539,7 @@ impl Session {
         let mut edit = Edit { out: &mut out, copied: 0, edited: false };
         let mut pos = 0;
         let mut release = Release::Keep;
-        let mut discarded = false;
+        let mut discarded = None;
         loop {
             let (end, event) = match conn.scan(pos, &mut self.flow) {
                 Ok(r) => r,
@@ -536,20 +549,29 @@ impl Session {
                     return Err(e.into());
                 }
             };
-            let start = pos;
             pos = end;
             let Some(event) = event else { break };
             let mut reply = Reply::Forward;
             while let Some((outcome, note)) = self.flow.take_ended() {
-                if matches!(note, Note::Discard) {
-                    discarded = outcome == Outcome::Done;
+                if let Note::Discard(mark) = note {
+                    if outcome == Outcome::Done {
+                        discarded = Some(mark);
+                    }
                     continue;
                 }
                 let error = match event {
                     ServerEvent::Ended { start } if outcome == Outcome::Failed => Some(error_at(conn, start..pos)),
                     _ => None,
                 };
-                match rewrite::ended(outcome, note, error.as_ref(), &mut self.statements, &mut conn.statements) {
+                let registry = &self.shared.statements;
+                match rewrite::ended(
+                    outcome,
+                    note,
+                    error.as_ref(),
+                    &mut self.statements,
+                    &mut conn.statements,
+                    registry,
+                ) {
                     Reply::Forward => {}
                     r => reply = r,
                 }
@@ -574,25 +596,24 @@ impl Session {
                 },
                 ServerEvent::AnswerDue => {
                     edit.cut(conn, pos, pos);
-                    while let Some(note) = self.flow.take_answer() {
-                        if let Note::Answer(a) = note {
-                            a.write(edit.out, conn.tx_status);
-                        }
-                    }
+                    answer_due(&mut self.flow, &mut self.statements, edit.out, conn.tx_status);
                 }
                 ServerEvent::ReadyForQuery(status) => {
-                    if discarded && status == TxStatus::Idle && !self.close_on_leave {
-                        // DISCARD ALL: nothing of the client's is left on
-                        // the server, and its settings are back to startup.
-                        discarded = false;
-                        if self.pin.take().is_some() {
-                            self.shared.stats.pinned_clients.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        self.capture.clear();
-                        self.params.restore_startup();
-                        self.statements.clear();
+                    if let Some(mark) = discarded.take().filter(|_| status == TxStatus::Idle) {
+                        // DISCARD ALL: the server is back to its login state
+                        // and the client's statements made before it are gone.
                         conn.applied.clear();
                         conn.statements.clear();
+                        self.statements.clear_before(mark);
+                        // With nothing sent after it, nothing of the client's
+                        // is left: unpin, settings back to startup.
+                        if self.flow.owes_nothing() && !self.close_on_leave {
+                            if self.pin.take().is_some() {
+                                self.shared.stats.pinned_clients.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            self.capture.clear();
+                            self.params.restore_startup();
+                        }
                     }
                     if self.mode == PoolMode::Session || self.pin.is_some() || !self.flow.is_settled() {
                         continue;
@@ -604,7 +625,7 @@ impl Session {
                     if self.mode == PoolMode::Statement {
                         // Hold back this ReadyForQuery: the transaction is
                         // rolled back and refused below.
-                        edit.cut(conn, start, pos);
+                        edit.cut(conn, pos - READY_FOR_QUERY_LEN, pos);
                         release = Release::RefuseTransaction;
                         break;
                     }
@@ -647,8 +668,9 @@ impl Session {
         // Anything after the last ReadyForQuery is unexpected: do not hand
         // that connection to anyone else.
         let mut clean = conn.buffered() == 0;
-        if clean && how == Release::RefuseTransaction {
-            clean = matches!(conn.run_own_query("ROLLBACK").await, Ok(None)) && conn.tx_status == TxStatus::Idle;
+        if how == Release::RefuseTransaction {
+            clean =
+                clean && matches!(conn.run_own_query("ROLLBACK").await, Ok(None)) && conn.tx_status == TxStatus::Idle;
             write::error_response(
                 out,
                 write::Severity::Error,
@@ -700,7 +722,8 @@ impl Session {
         };
         let pinned = self.pin.is_some();
         self.unpin();
-        if !idle || self.close_on_leave {
+        // Settings changed but not read back would stay for the next client.
+        if !idle || self.close_on_leave || (!pinned && !self.capture.is_empty()) {
             guard.set_clean(false);
             return;
         }
@@ -802,6 +825,28 @@ async fn capture_settings(conn: &mut ServerConn, params: &mut ClientParams, name
             true
         }
         _ => false,
+    }
+}
+
+/// Length of a ReadyForQuery message.
+const READY_FOR_QUERY_LEN: usize = 6;
+
+/// Settings whose value cannot be read back and set again: changing them
+/// pins the client instead.
+const UNREPLAYABLE: [&str; 1] = ["seed"];
+
+/// Writes the answers pgbalancer owes that are now due, `tx` being the
+/// transaction status to report.
+fn answer_due(flow: &mut Flow<Note>, statements: &mut ClientStatements, out: &mut BytesMut, tx: TxStatus) {
+    while let Some(note) = flow.take_answer() {
+        let Note::Answer(a) = note else { continue };
+        if let Answer::Deallocate { name } = &a {
+            // In a failed transaction PostgreSQL refuses it (and so do we).
+            if tx != TxStatus::Failed {
+                statements.remove(name);
+            }
+        }
+        a.write(out, tx);
     }
 }
 

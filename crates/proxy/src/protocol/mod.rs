@@ -90,6 +90,7 @@ pub mod sqlstate {
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 }
 
 /// Transaction status carried by ReadyForQuery.

@@ -37,6 +37,13 @@ pub fn parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
     cstr(body)
 }
 
+/// The query text of a Parse body's rest (after the statement name): the
+/// text up to its NUL (parameter types follow).
+pub fn parse_query(rest: &[u8]) -> Option<&str> {
+    let (text, _) = cstr(rest)?;
+    std::str::from_utf8(text).ok()
+}
+
 /// Bind body: (portal, statement name, the rest).
 pub fn bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (portal, rest) = cstr(body)?;

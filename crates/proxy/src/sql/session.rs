@@ -25,6 +25,11 @@ pub enum PinReason {
     AdvisoryLock,
     /// `DECLARE ... WITH HOLD`.
     HoldCursor,
+    /// Protocol-level named statements with `max_prepared_statements: 0`
+    /// (set by the session).
+    NamedStatement,
+    /// A setting whose value cannot be read back and set again (`seed`).
+    Unreplayable,
     /// The client named one of pgbalancer's own statements (`_pgb_…`),
     /// which other clients share on that server. Set by the session, not by
     /// [`session_effects`].
