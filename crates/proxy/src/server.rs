@@ -401,29 +401,7 @@ impl ServerConn {
     /// Runs a simple query of pgbalancer's own, discarding its rows.
     /// Returns the first error the server reported, if any.
     pub async fn run_own_query(&mut self, sql: &str) -> Result<Option<ErrorFields>, ServerError> {
-        let mut out = BytesMut::new();
-        write::query(&mut out, sql);
-        self.write_all(&out).await?;
-        let mut first_error = None;
-        loop {
-            let (tag, body) = self.read_message().await?;
-            match tag {
-                be::ERROR_RESPONSE if first_error.is_none() => first_error = Some(ErrorFields::parse(&body)),
-                be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
-                be::READY_FOR_QUERY => {
-                    self.tx_status = body
-                        .first()
-                        .copied()
-                        .and_then(TxStatus::from_byte)
-                        .ok_or(ServerError::Protocol("bad ReadyForQuery"))?;
-                    return Ok(first_error);
-                }
-                be::COPY_IN_RESPONSE | be::COPY_OUT_RESPONSE | be::COPY_BOTH_RESPONSE => {
-                    return Err(ServerError::Protocol("COPY in an internal query"));
-                }
-                _ => {}
-            }
-        }
+        Ok(self.query_row(sql).await?.err())
     }
 
     /// Runs a simple query of pgbalancer's own and returns the columns of
@@ -437,7 +415,7 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
-                be::DATA_ROW if !have_row => {
+                be::DATA_ROW if !have_row && result.is_ok() => {
                     have_row = true;
                     let row = read::data_row(&body).ok_or(ServerError::Protocol("bad DataRow"))?;
                     result = Ok(row);
