@@ -6,5 +6,6 @@
 //! - [`session`]: which statements of a Query leave session state behind
 //!   (transaction pooling pins the client or replays settings).
 
+pub mod classify;
 pub mod lexer;
 pub mod session;

@@ -1,0 +1,229 @@
+//! The read/write classifier (`pgbalancer_proxy::sql::classify`) against its corpus of statements
+//! with expected classes, plus properties: it never panics, never recurses on nesting, does not
+//! allocate, and a comment in front or a write after never makes a write look like a read.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use pgbalancer_proxy::sql::classify::{Class, Classifier};
+use proptest::prelude::*;
+
+#[path = "../src/sql/classify_corpus.rs"]
+mod corpus;
+
+/// Counts allocations made by the current thread.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn corpus_statements_get_their_expected_class() {
+    let corpus = corpus::load();
+    assert!(corpus.cases.len() >= 300, "the corpus has only {} statements", corpus.cases.len());
+    let failures: Vec<String> = corpus
+        .cases
+        .iter()
+        .filter_map(|case| {
+            let got = corpus.classifiers[case.classifier].classify(&case.sql);
+            (got != case.expected)
+                .then(|| format!("line {}: {:?}: expected {:?}, got {got:?}", case.line, case.sql, case.expected))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), corpus.cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn classifying_does_not_allocate() {
+    let corpus = corpus::load();
+    let before = ALLOCATIONS.with(Cell::get);
+    for case in &corpus.cases {
+        std::hint::black_box(corpus.classifiers[case.classifier].classify(&case.sql));
+    }
+    assert_eq!(ALLOCATIONS.with(Cell::get) - before, 0);
+}
+
+#[test]
+fn a_write_after_a_read_or_neutral_statement_makes_a_write() {
+    let corpus = corpus::load();
+    for case in corpus.cases.iter().filter(|c| matches!(c.expected, Class::Read | Class::Neutral)) {
+        // Close whatever literal, identifier or comment the case leaves open only if it closes cleanly:
+        // cases that end inside one are skipped.
+        let classifier = &corpus.classifiers[case.classifier];
+        let sql = format!("{}\n;DELETE FROM t", case.sql);
+        if ends_inside_something(&case.sql) {
+            continue;
+        }
+        assert_eq!(classifier.classify(&sql), Class::Write, "line {}: {sql:?}", case.line);
+    }
+}
+
+/// Whether `sql` ends inside a literal, quoted identifier or block comment.
+fn ends_inside_something(sql: &str) -> bool {
+    use pgbalancer_proxy::sql::lexer::Lexer;
+    Lexer::with_comments(sql).last().is_some_and(|t| !t.terminated)
+}
+
+#[test]
+fn deep_nesting_does_not_overflow_the_stack() {
+    let c = Classifier::default();
+    let deep = 1 << 20;
+    assert_eq!(c.classify(&format!("{}DELETE FROM t", "(".repeat(deep))), Class::Write);
+    assert_eq!(c.classify(&format!("{}SELECT 1{}", "(".repeat(deep), ")".repeat(deep))), Class::Read);
+    assert_eq!(c.classify(&format!("SELECT {}1", "(".repeat(deep))), Class::Read);
+    assert_eq!(c.classify(&"EXPLAIN ".repeat(deep)), Class::Write);
+    assert_eq!(c.classify(&"EXPLAIN ANALYZE ".repeat(deep)), Class::Write);
+    assert_eq!(c.classify(&"SELECT 1;".repeat(deep)), Class::Read);
+    assert_eq!(c.classify(&"/*".repeat(deep)), Class::Neutral);
+    // CTEs nested deeper than the classifier tracks are not read.
+    let nested = format!("{}SELECT 1{}", "WITH x AS (".repeat(20), ") SELECT 1".repeat(20));
+    assert_eq!(c.classify(&nested), Class::Write);
+    let shallow = format!("{}SELECT 1{}", "WITH x AS (".repeat(4), ") SELECT 1".repeat(4));
+    assert_eq!(c.classify(&shallow), Class::Read);
+}
+
+#[test]
+fn configured_names_are_normalized() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let c = Classifier::new(&names(&["  Public.Audit_Log  ", "\"s\".\"Odd\"\"Name\"", "\"a.b\"", "x.\"p\"*"]), &[]);
+    assert_eq!(c.classify("SELECT audit_log()"), Class::Write);
+    assert_eq!(c.classify("SELECT \"Odd\"\"Name\"()"), Class::Write);
+    assert_eq!(c.classify("SELECT \"odd\"\"name\"()"), Class::Read);
+    assert_eq!(c.classify("SELECT \"a.b\"()"), Class::Write);
+    assert_eq!(c.classify("SELECT b()"), Class::Read);
+    assert_eq!(c.classify("SELECT pqr()"), Class::Write);
+    assert_eq!(c.classify("SELECT \"Pqr\"()"), Class::Read);
+}
+
+/// `cases` random cases; failures are reported, not persisted.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Pieces of SQL that reach every rule of the classifier.
+const PIECES: &[&str] = &[
+    " ",
+    "\n",
+    "x",
+    "é",
+    "1",
+    "'",
+    "''",
+    "E'",
+    "\\'",
+    "\"",
+    "$$",
+    "$a$",
+    "$1",
+    "/*",
+    "*/",
+    "--",
+    ";",
+    "(",
+    ")",
+    ",",
+    ".",
+    "=",
+    "::",
+    "SELECT ",
+    "WITH ",
+    "RECURSIVE ",
+    "AS ",
+    "MATERIALIZED ",
+    "INSERT ",
+    "UPDATE ",
+    "DELETE ",
+    "MERGE ",
+    "INTO ",
+    "FROM ",
+    "FOR ",
+    "NO ",
+    "KEY ",
+    "SHARE ",
+    "ONLY ",
+    "VALUES ",
+    "TABLE ",
+    "EXPLAIN ",
+    "ANALYZE ",
+    "VERBOSE ",
+    "false ",
+    "COPY ",
+    "BINARY ",
+    "TO ",
+    "STDOUT ",
+    "BEGIN ",
+    "START ",
+    "TRANSACTION ",
+    "READ ",
+    "WRITE ",
+    "ISOLATION ",
+    "LEVEL ",
+    "SERIALIZABLE ",
+    "REPEATABLE ",
+    "COMMIT ",
+    "ROLLBACK ",
+    "PREPARED ",
+    "SET ",
+    "SESSION ",
+    "LOCAL ",
+    "CHARACTERISTICS ",
+    "transaction_read_only ",
+    "on ",
+    "SHOW ",
+    "nextval",
+    "my_fn",
+    "count",
+    "TABLESAMPLE ",
+    "CYCLE ",
+    "USING ",
+    "U&\"",
+    "\"x\"",
+];
+
+proptest! {
+    #![proptest_config(config(4000))]
+
+    #[test]
+    fn never_panics_on_arbitrary_text(sql in "\\PC{0,80}") {
+        let _ = Classifier::default().classify(&sql);
+        let strict = Classifier::new(&["f".into()], &["g".into()]);
+        let _ = strict.classify(&sql);
+    }
+
+    #[test]
+    fn never_panics_on_sql_like_text(parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..40)) {
+        let sql = parts.concat();
+        let default = Classifier::default();
+        let strict = Classifier::new(&["my_fn".into()], &["count".into()]);
+        let class = default.classify(&sql);
+        let _ = strict.classify(&sql);
+        // A comment in front changes nothing.
+        prop_assert_eq!(default.classify(&format!("/* c */{sql}")), class);
+        prop_assert_eq!(default.classify(&format!("-- c\n{sql}")), class);
+        // A second statement that writes makes the whole text write, unless it is swallowed by
+        // something left open.
+        if !ends_inside_something(&sql) {
+            prop_assert_eq!(default.classify(&format!("{sql}\n;DELETE FROM t")), Class::Write);
+        }
+    }
+}
