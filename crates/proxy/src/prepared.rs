@@ -219,6 +219,12 @@ impl ServerStatements {
         self.last_use.remove(&id);
     }
 
+    /// An eviction that did not happen (the server discarded the Close):
+    /// the statement is back, as the least recently used.
+    pub fn restore(&mut self, id: u64) {
+        self.last_use.entry(id).or_insert(0);
+    }
+
     /// The server dropped its prepared statements (DISCARD ALL,
     /// DEALLOCATE ALL).
     pub fn clear(&mut self) {
@@ -320,5 +326,9 @@ mod tests {
         assert_eq!(s.evict(3), None, "under the cap");
         assert!(!s.touch(2));
         assert_eq!(s.len(), 2);
+        // A restored eviction is the first to go again, even in a new batch.
+        s.restore(2);
+        s.batch_ended();
+        assert_eq!(s.evict(3), Some(2));
     }
 }

@@ -318,7 +318,7 @@ pub fn ended(
         (Failed, Note::Replace(answer)) => Reply::Replace(answer),
         (Failed | Skipped, Note::OwnClose(id)) => {
             // Still prepared there.
-            server.insert(id);
+            server.restore(id);
             Reply::Forward
         }
         (Failed | Skipped, Note::OwnParse(s)) => {

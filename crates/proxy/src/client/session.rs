@@ -669,14 +669,20 @@ impl Session {
         // that connection to anyone else.
         let mut clean = conn.buffered() == 0;
         if how == Release::RefuseTransaction {
-            clean =
-                clean && matches!(conn.run_own_query("ROLLBACK").await, Ok(None)) && conn.tx_status == TxStatus::Idle;
-            write::error_response(
-                out,
-                write::Severity::Error,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "transaction blocks are not allowed in statement pooling mode",
-            );
+            let failed = conn.tx_status == TxStatus::Failed;
+            clean = clean
+                && matches!(conn.run_own_query("ROLLBACK").await, Ok(None))
+                && conn.tx_status == TxStatus::Idle;
+            // A failed transaction already carried its error to the client;
+            // one ErrorResponse per query, as PostgreSQL sends.
+            if !failed {
+                write::error_response(
+                    out,
+                    write::Severity::Error,
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "transaction blocks are not allowed in statement pooling mode",
+                );
+            }
             write::ready_for_query(out, TxStatus::Idle);
         }
         if clean && !self.capture.is_empty() {
