@@ -17,7 +17,7 @@ mod common;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::raw::{self, msg, query, Next, Raw};
+use common::raw::{self, bind_execute, flush, parse, query, Next};
 use common::*;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -142,38 +142,6 @@ async fn wait_no_busy_backend(su: &Client, db: &str, max: usize) {
     .await
 }
 
-// Raw protocol messages for the extended-protocol cases.
-
-fn parse(sql: &str) -> Vec<u8> {
-    let mut body = vec![0u8]; // unnamed statement
-    body.extend_from_slice(sql.as_bytes());
-    body.push(0);
-    body.extend_from_slice(&0i16.to_be_bytes()); // no parameter types
-    msg(b'P', &body)
-}
-
-fn bind() -> Vec<u8> {
-    // unnamed portal, unnamed statement, no formats, no parameters, no result formats
-    msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0])
-}
-
-fn execute() -> Vec<u8> {
-    let mut body = vec![0u8];
-    body.extend_from_slice(&0i32.to_be_bytes());
-    msg(b'E', &body)
-}
-
-fn flush() -> Vec<u8> {
-    msg(b'H', &[])
-}
-
-/// A trust-auth raw client logged in as `app` on `db`.
-async fn raw_login(proxy: &TestProxy, db: &str) -> Raw {
-    let mut r = Raw::connect(proxy.addr).await;
-    r.login(&[("user", APP_USER), ("database", db)]).await;
-    r
-}
-
 /// The transaction status byte of the ReadyForQuery ending `msgs`.
 fn rfq_status(msgs: &[Next]) -> u8 {
     match msgs.last() {
@@ -239,7 +207,7 @@ async fn client_socket_closed_mid_transaction_rolls_back() {
     cfg.pool_size = 1;
     let proxy = TestProxy::start(cfg).await;
 
-    let mut a = raw_login(&proxy, &db).await;
+    let mut a = app_login(&proxy, &db).await;
     a.send(&query("BEGIN; INSERT INTO t VALUES (1)")).await;
     let msgs = a.until_ready().await;
     assert_eq!(rfq_status(&msgs), b'T', "{msgs:?}");
@@ -267,11 +235,8 @@ async fn parse_without_sync_then_disconnect() {
     // (a) Parse/Bind/Execute of an INSERT and a Flush, no Sync: the server
     // ran the INSERT in the implicit transaction and waits for the rest of
     // the batch.
-    let mut a = raw_login(&proxy, &db).await;
-    let mut batch = parse("INSERT INTO t VALUES (1)");
-    batch.extend(bind());
-    batch.extend(execute());
-    batch.extend(flush());
+    let mut a = app_login(&proxy, &db).await;
+    let batch = [parse("", "INSERT INTO t VALUES (1)"), bind_execute(""), flush()].concat();
     a.send(&batch).await;
     for want in [b'1', b'2', b'C'] {
         match a.next().await {
@@ -295,7 +260,7 @@ async fn parse_without_sync_then_disconnect() {
     // No server stays waiting on the vanished client, the pool of 1 serves
     // the next client, and the half-done batch was not committed.
     wait_no_busy_backend(&su, &db, 1).await;
-    let b = within(DEADLINE, "next raw client's login (pool of 1)", raw_login(&proxy, &db)).await;
+    let b = within(DEADLINE, "next raw client's login (pool of 1)", app_login(&proxy, &db)).await;
     let mut b = b;
     b.send(&query("SELECT count(*) FROM t")).await;
     let msgs = b.until_ready().await;
@@ -312,8 +277,8 @@ async fn parse_without_sync_then_disconnect() {
     }
 
     // (b) A lone Parse, then the socket closes.
-    let mut c = raw_login(&proxy, &db).await;
-    c.send(&parse("SELECT pg_sleep(0)")).await;
+    let mut c = app_login(&proxy, &db).await;
+    c.send(&parse("", "SELECT pg_sleep(0)")).await;
     drop(c);
     wait_no_busy_backend(&su, &db, 1).await;
     let d = within(DEADLINE, "client after a lone Parse", proxy.connect(&db)).await;
@@ -728,15 +693,15 @@ async fn terminate_while_server_waits_for_client_frees_the_server() {
     let proxy = TestProxy::start(cfg).await;
 
     // Failed Parse, no Sync, then Terminate.
-    let mut a = raw_login(&proxy, &db).await;
-    let mut batch = parse("SELEC broken");
+    let mut a = app_login(&proxy, &db).await;
+    let mut batch = parse("", "SELEC broken");
     batch.extend(common::raw::msg(b'X', b""));
     a.send(&batch).await;
     within(DEADLINE, "session ends", a.until_closed()).await;
     proxy.assert_alive(&db).await;
 
     // COPY IN started, then Terminate.
-    let mut b = raw_login(&proxy, &db).await;
+    let mut b = app_login(&proxy, &db).await;
     b.send(&query("COPY t FROM STDIN")).await;
     assert!(matches!(b.next().await, Next::Message(b'G', _)));
     b.send(&common::raw::msg(b'X', b"")).await;

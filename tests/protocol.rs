@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::raw::*;
@@ -42,23 +41,10 @@ async fn trust_proxy() -> TestProxy {
     TestProxy::start(trust_config()).await
 }
 
-/// The primary, for direct (not proxied) raw connections as `postgres`.
-fn direct_addr() -> SocketAddr {
-    let p = &cluster().primary;
-    format!("{}:{}", p.host, p.port).parse().expect("primary address")
-}
-
 /// `server_connections` runs psql; keep it off the runtime's workers.
 async fn server_conns(db: &str) -> i64 {
     let db = db.to_owned();
     tokio::task::spawn_blocking(move || server_connections(&db)).await.unwrap()
-}
-
-/// A raw client logged in as `app` on `db` through a trust proxy.
-async fn app_login(proxy: &TestProxy, db: &str) -> Raw {
-    let mut r = Raw::connect(proxy.addr).await;
-    r.login(&[("user", APP_USER), ("database", db)]).await;
-    r
 }
 
 /// Login returning the messages seen up to ReadyForQuery.
@@ -212,16 +198,6 @@ fn cstr(s: &str) -> Vec<u8> {
 
 // Extended-protocol messages.
 
-fn parse(name: &str, sql: &str, param_types: &[i32]) -> Vec<u8> {
-    let mut b = cstr(name);
-    b.extend(cstr(sql));
-    b.extend((param_types.len() as i16).to_be_bytes());
-    for t in param_types {
-        b.extend(t.to_be_bytes());
-    }
-    msg(b'P', &b)
-}
-
 /// Bind with text parameters (None = NULL) and text results.
 fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
     let mut b = cstr(portal);
@@ -257,14 +233,6 @@ fn close(kind: u8, name: &str) -> Vec<u8> {
     let mut b = vec![kind];
     b.extend(cstr(name));
     msg(b'C', &b)
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', b"")
-}
-
-fn flush() -> Vec<u8> {
-    msg(b'H', b"")
 }
 
 fn copy_data(d: &[u8]) -> Vec<u8> {
@@ -437,7 +405,7 @@ async fn protocol_versions() {
         // minor number.
         let mut direct_params = vec![("user", "postgres"), ("database", db.as_str())];
         direct_params.extend(case.extra.iter().copied());
-        let mut d = Raw::connect(direct_addr()).await;
+        let mut d = Raw::connect(primary()).await;
         d.send(&startup_with_code((3 << 16) | case.minor, &direct_params)).await;
         let direct_v = match d.next().await {
             Next::Message(b'v', b) => b,
@@ -1038,24 +1006,21 @@ async fn simple_query_inside_extended_batch() {
     let proxy = TestProxy::start(cfg).await;
     let marker = query("DO $$ BEGIN END $$");
     let cases: [(&str, Vec<u8>); 5] = [
-        ("Parse, Query", cat(&[parse("", "SELECT 1", &[]), query("SELECT 2")])),
+        ("Parse, Query", cat(&[parse("", "SELECT 1"), query("SELECT 2")])),
         (
             "Parse, Bind, Execute, Query",
-            cat(&[parse("", "SELECT 1", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
+            cat(&[parse("", "SELECT 1"), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
         ),
-        ("bad Parse, Query", cat(&[parse("", "SELEC 1", &[]), query("SELECT 2")])),
+        ("bad Parse, Query", cat(&[parse("", "SELEC 1"), query("SELECT 2")])),
         (
             "Parse, failing Execute, Query",
-            cat(&[parse("", "SELECT 1/0", &[]), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
+            cat(&[parse("", "SELECT 1/0"), bind("", "", &[]), execute("", 0), query("SELECT 2")]),
         ),
-        ("bad Parse, FunctionCall", cat(&[parse("", "SELEC 1", &[]), function_call(177, &["1", "2"])])),
+        ("bad Parse, FunctionCall", cat(&[parse("", "SELEC 1"), function_call(177, &["1", "2"])])),
     ];
     let mut stuck = Vec::new();
     for (what, bytes) in cases {
-        let mut direct = Raw::connect(direct_addr()).await;
-        direct.login(&[("user", "postgres"), ("database", &db)]).await;
-        let mut proxied = Raw::connect(proxy.addr).await;
-        proxied.login(&[("user", "postgres"), ("database", &db)]).await;
+        let (mut direct, mut proxied) = raw_pair(&db, &proxy).await;
         let mut sides = Vec::new();
         for r in [&mut direct, &mut proxied] {
             r.send(&cat(&[bytes.clone(), sync(), marker.clone()])).await;
@@ -1094,10 +1059,7 @@ async fn copy_in_with_sync_releases_server() {
         (
             "extended COPY FROM STDIN, libpq style",
             vec![
-                step_until(
-                    cat(&[parse("", "COPY t FROM STDIN", &[]), bind("", "", &[]), execute("", 0), sync()]),
-                    b'G',
-                ),
+                step_until(cat(&[parse("", "COPY t FROM STDIN"), bind("", "", &[]), execute("", 0), sync()]), b'G'),
                 step(cat(&[copy_data(b"1\tx\n"), msg(b'c', b""), sync()]), 1),
             ],
         ),
@@ -1111,10 +1073,7 @@ async fn copy_in_with_sync_releases_server() {
     ];
     let mut problems = Vec::new();
     for (what, steps) in &cases {
-        let mut direct = Raw::connect(direct_addr()).await;
-        direct.login(&[("user", "postgres"), ("database", &db)]).await;
-        let mut proxied = Raw::connect(proxy.addr).await;
-        proxied.login(&[("user", "postgres"), ("database", &db)]).await;
+        let (mut direct, mut proxied) = raw_pair(&db, &proxy).await;
         for (i, s) in steps.iter().enumerate() {
             direct.send(&s.send).await;
             let want = read_until(&mut direct, s.until, s.count).await;
@@ -1169,10 +1128,7 @@ async fn late_copy_data_after_failed_copy_does_not_pin_server() {
     let (other, conn) = tokio_postgres::connect(&info, NoTls).await.expect("connect as postgres");
     tokio::spawn(conn);
 
-    let mut direct = Raw::connect(direct_addr()).await;
-    direct.login(&[("user", "postgres"), ("database", &db)]).await;
-    let mut proxied = Raw::connect(proxy.addr).await;
-    proxied.login(&[("user", "postgres"), ("database", &db)]).await;
+    let (mut direct, mut proxied) = raw_pair(&db, &proxy).await;
     for r in [&mut direct, &mut proxied] {
         r.send(&query("COPY t FROM STDIN")).await;
         read_until(r, b'G', 1).await;
@@ -1247,14 +1203,14 @@ async fn byte_at_a_time_gives_identical_results() {
     let stream = cat(&[
         startup(&[("user", APP_USER), ("database", &db), ("application_name", "bytes")]),
         query("SELECT 1 AS a, 'x' AS b"),
-        parse("", "SELECT $1::int * 2 AS doubled, $2::text AS t", &[]),
+        parse("", "SELECT $1::int * 2 AS doubled, $2::text AS t"),
         bind("", "", &[Some("21"), None]),
         describe(b'P', ""),
         execute("", 0),
         sync(),
         query("SELECT g FROM generate_series(1, 3) g; SELECT 'two'"),
         query("SELECT 1/0"),
-        parse("s", "SELECT $1::text || '!'", &[25]),
+        parse_typed("s", "SELECT $1::text || '!'", &[25]),
         describe(b'S', "s"),
         bind("p", "s", &[Some("hey")]),
         execute("p", 0),
@@ -1353,7 +1309,7 @@ async fn proxy_matches_direct_byte_for_byte() {
             "extended Parse/Describe/Bind/Describe/Execute/Sync",
             vec![step(
                 cat(&[
-                    parse("", "SELECT $1::int + 1 AS n, $2::text AS t", &[]),
+                    parse("", "SELECT $1::int + 1 AS n, $2::text AS t"),
                     describe(b'S', ""),
                     bind("", "", &[Some("41"), None]),
                     describe(b'P', ""),
@@ -1367,7 +1323,7 @@ async fn proxy_matches_direct_byte_for_byte() {
             "named statement and portal, Close",
             vec![step(
                 cat(&[
-                    parse("s1", "SELECT $1::text || 'x'", &[25]),
+                    parse_typed("s1", "SELECT $1::text || 'x'", &[25]),
                     bind("p1", "s1", &[Some("a")]),
                     execute("p1", 0),
                     bind("p1", "s1", &[Some("b")]),
@@ -1383,7 +1339,7 @@ async fn proxy_matches_direct_byte_for_byte() {
             "portal suspended",
             vec![step(
                 cat(&[
-                    parse("", "SELECT generate_series(1, 5)", &[]),
+                    parse("", "SELECT generate_series(1, 5)"),
                     bind("", "", &[]),
                     execute("", 2),
                     execute("", 2),
@@ -1396,15 +1352,15 @@ async fn proxy_matches_direct_byte_for_byte() {
         (
             "error mid-batch, then Sync",
             vec![
-                step(cat(&[parse("", "SELECT 1/0", &[]), bind("", "", &[]), execute("", 0), sync()]), 1),
+                step(cat(&[parse("", "SELECT 1/0"), bind("", "", &[]), execute("", 0), sync()]), 1),
                 step(
                     cat(&[
-                        parse("", "SELEC 1", &[]),
+                        parse("", "SELEC 1"),
                         bind("", "", &[]),
                         describe(b'P', ""),
                         execute("", 0),
                         sync(),
-                        parse("", "SELECT 'after'", &[]),
+                        parse("", "SELECT 'after'"),
                         bind("", "", &[]),
                         execute("", 0),
                         sync(),
@@ -1418,11 +1374,11 @@ async fn proxy_matches_direct_byte_for_byte() {
         ("empty query", vec![step(query(""), 1), step(query("   ;  "), 1)]),
         (
             "empty extended query",
-            vec![step(cat(&[parse("", "", &[]), bind("", "", &[]), describe(b'P', ""), execute("", 0), sync()]), 1)],
+            vec![step(cat(&[parse("", ""), bind("", "", &[]), describe(b'P', ""), execute("", 0), sync()]), 1)],
         ),
         (
             "statement without rows, described",
-            vec![step(cat(&[parse("", "DO $$ BEGIN END $$", &[]), describe(b'S', ""), sync()]), 1)],
+            vec![step(cat(&[parse("", "DO $$ BEGIN END $$"), describe(b'S', ""), sync()]), 1)],
         ),
         ("COPY TO STDOUT", vec![step(query("COPY (SELECT g, 'v' || g FROM generate_series(1, 4) g) TO STDOUT"), 1)]),
         (
@@ -1462,8 +1418,8 @@ async fn proxy_matches_direct_byte_for_byte() {
                 step(query("ROLLBACK"), 1),
                 step(query("BEGIN; SELECT 2; COMMIT"), 1),
                 step(query("COMMIT"), 1),
-                step(cat(&[parse("", "BEGIN", &[]), bind("", "", &[]), execute("", 0), sync()]), 1),
-                step(cat(&[parse("", "COMMIT", &[]), bind("", "", &[]), execute("", 0), sync()]), 1),
+                step(cat(&[parse("", "BEGIN"), bind("", "", &[]), execute("", 0), sync()]), 1),
+                step(cat(&[parse("", "COMMIT"), bind("", "", &[]), execute("", 0), sync()]), 1),
             ],
         ),
         (
@@ -1473,7 +1429,7 @@ async fn proxy_matches_direct_byte_for_byte() {
         (
             "Flush before Sync",
             vec![
-                step_until(cat(&[parse("", "SELECT 7", &[]), bind("", "", &[]), execute("", 0), flush()]), b'C'),
+                step_until(cat(&[parse("", "SELECT 7"), bind("", "", &[]), execute("", 0), flush()]), b'C'),
                 step(sync(), 1),
             ],
         ),
@@ -1485,7 +1441,7 @@ async fn proxy_matches_direct_byte_for_byte() {
                 cat(&[
                     query("SELECT 1"),
                     query("SELECT 1/0"),
-                    parse("", "SELECT $1::int", &[]),
+                    parse("", "SELECT $1::int"),
                     bind("", "", &[Some("5")]),
                     execute("", 0),
                     sync(),
@@ -1512,10 +1468,7 @@ async fn proxy_matches_direct_byte_for_byte() {
         ),
     ];
 
-    let mut direct = Raw::connect(direct_addr()).await;
-    direct.login(&[("user", "postgres"), ("database", &db)]).await;
-    let mut proxied = Raw::connect(proxy.addr).await;
-    proxied.login(&[("user", "postgres"), ("database", &db)]).await;
+    let (mut direct, mut proxied) = raw_pair(&db, &proxy).await;
     let mut failures = Vec::new();
     for (what, steps) in &catalogue {
         for (i, s) in steps.iter().enumerate() {
@@ -1540,9 +1493,8 @@ async fn query_then_terminate_in_one_write_matches_direct() {
     let proxy = trust_proxy().await;
     let bytes = cat(&[query("SELECT 1"), msg(b'X', b"")]);
     let mut sides = Vec::new();
-    for addr in [direct_addr(), proxy.addr] {
-        let mut r = Raw::connect(addr).await;
-        r.login(&[("user", "postgres"), ("database", &db)]).await;
+    for addr in [primary(), proxy.addr] {
+        let mut r = login(addr, &db, None).await;
         r.send(&bytes).await;
         sides.push(r.until_closed().await);
     }

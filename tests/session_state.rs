@@ -16,24 +16,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::raw::{self, Next, Raw};
+use common::raw::{self, bind_execute, close, get_raw, login, parse, script, sync};
 use common::*;
 use futures_util::{stream, StreamExt};
 use pgbalancer_config::{Config, PoolMode};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_postgres::{AsyncMessage, Client, Notification, SimpleQueryMessage};
 use Leave::{DiscardAll, Disconnect};
-
-/// `query_wait_timeout` of every pool-of-one proxy here.
-const WAIT: Duration = Duration::from_secs(1);
-
-fn pool_of_one(mut cfg: Config) -> Config {
-    cfg.pool_size = 1;
-    cfg.query_wait_timeout = WAIT;
-    cfg
-}
 
 /// A tokio-postgres client through pgbalancer as `user` (a password is only
 /// used when asked for), with its notifications kept in a channel.
@@ -67,15 +58,6 @@ async fn rows(c: &Client, sql: &str) -> Vec<String> {
 
 async fn get(c: &Client, sql: &str) -> String {
     one(c, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Polls `cond` (bounded) until it holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// What a session carries that these tests could leave behind, as the
@@ -540,81 +522,12 @@ async fn statement_mode_refuses_transaction_blocks() {
 
 // ---- Protocol-level prepared statements, byte by byte (raw client). ----
 
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let body = [name.as_bytes(), b"\0", sql.as_bytes(), b"\0\0\0"].concat();
-    raw::msg(b'P', &body)
-}
-
-/// Bind of `stmt` to the unnamed portal, Execute, and nothing after.
-fn bind_execute(stmt: &str) -> Vec<u8> {
-    let body = [b"\0", stmt.as_bytes(), b"\0\0\0\0\0\0\0"].concat();
-    [raw::msg(b'B', &body), raw::msg(b'E', b"\0\0\0\0\0")].concat()
-}
-
-fn close(stmt: &str) -> Vec<u8> {
-    raw::msg(b'C', &[b"S", stmt.as_bytes(), b"\0"].concat())
-}
-
-fn sync() -> Vec<u8> {
-    raw::msg(b'S', b"")
-}
-
-/// The messages of one exchange, in short: `1` ParseComplete, `D a,b`,
-/// `C tag`, `E code message`, `Z status`…
-fn summary(msgs: &[Next]) -> Vec<String> {
-    let cstr = |b: &[u8]| String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(b"")).into_owned();
-    msgs.iter()
-        .map(|m| match m {
-            Next::Closed => "closed".to_owned(),
-            Next::Message(b'E', b) => {
-                format!("E {} {}", raw::sqlstate(b).unwrap_or_default(), raw::field(b, b'M').unwrap_or_default())
-            }
-            Next::Message(b'C', b) => format!("C {}", cstr(b)),
-            Next::Message(b'Z', b) => format!("Z {}", b[0] as char),
-            Next::Message(b'D', b) => {
-                let (mut cols, mut at) = (Vec::new(), 2);
-                for _ in 0..u16::from_be_bytes([b[0], b[1]]) {
-                    let len = i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
-                    at += 4;
-                    let len = len.max(0) as usize;
-                    cols.push(String::from_utf8_lossy(&b[at..at + len]).into_owned());
-                    at += len;
-                }
-                format!("D {}", cols.join(","))
-            }
-            Next::Message(t, _) => (*t as char).to_string(),
-        })
-        .collect()
-}
-
-/// Sends each step (message bytes ending in Sync or a Query) and reads its
-/// answer to ReadyForQuery; one line per step.
-async fn script(c: &mut Raw, steps: &[Vec<u8>]) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in steps {
-        c.send(s).await;
-        out.push(summary(&c.until_ready().await).join(" | "));
-    }
-    out
-}
-
-/// Raw connections as `postgres`: straight to the primary, and through a
-/// trust proxy with a pool of one.
-async fn raw_pair(db: &str, proxy: &TestProxy) -> (Raw, Raw) {
-    let p = &cluster().primary;
-    let mut direct = Raw::connect(format!("{}:{}", p.host, p.port).parse().unwrap()).await;
-    direct.login(&[("user", "postgres"), ("database", db)]).await;
-    let mut pooled = Raw::connect(proxy.addr).await;
-    pooled.login(&[("user", "postgres"), ("database", db)]).await;
-    (direct, pooled)
-}
-
 /// Duplicate Parse, Close then Bind, DEALLOCATE name, DEALLOCATE ALL: the
 /// same answers as PostgreSQL's, message for message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_statements_answer_like_postgres() {
     let db = fresh_db("pstmt");
-    let proxy = TestProxy::start(pool_of_one(trust_config())).await;
+    let proxy = proxy_with(|_| {}).await;
     let (mut direct, mut pooled) = raw_pair(&db, &proxy).await;
     let steps = [
         [parse("x", "SELECT 1"), sync()].concat(),
@@ -648,10 +561,9 @@ async fn protocol_statements_answer_like_postgres() {
 async fn changed_result_type_fails_once_then_recovers() {
     let db = fresh_db("plan");
     admin_sql(&db, "CREATE TABLE cp (a int); INSERT INTO cp VALUES (1)");
-    let proxy = TestProxy::start(pool_of_one(trust_config())).await;
+    let proxy = proxy_with(|_| {}).await;
     let (mut direct, mut pooled) = raw_pair(&db, &proxy).await;
-    let mut other = Raw::connect(proxy.addr).await;
-    other.login(&[("user", "postgres"), ("database", &db)]).await;
+    let mut other = login(proxy.addr, &db, None).await;
     let prepare = [parse("s", "SELECT * FROM cp"), bind_execute("s"), sync()].concat();
     let run = [bind_execute("s"), sync()].concat();
     for c in [&mut direct, &mut pooled, &mut other] {
@@ -700,7 +612,7 @@ async fn statement_cache_evicts_least_recently_used() {
 async fn duplicate_parse_aborts_the_transaction_like_postgres() {
     let db = fresh_db("dupabort");
     create_table(&db).await;
-    let proxy = TestProxy::start(pool_of_one(trust_config())).await;
+    let proxy = proxy_with(|_| {}).await;
     let (mut direct, mut pooled) = raw_pair(&db, &proxy).await;
     let insert = |v: u8| [parse("", &format!("INSERT INTO t VALUES ({v})")), bind_execute("")].concat();
     let steps = [
@@ -724,7 +636,7 @@ async fn duplicate_parse_aborts_the_transaction_like_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_discard_or_deallocate_keeps_statements() {
     let db = fresh_db("keepstmt");
-    let proxy = TestProxy::start(pool_of_one(trust_config())).await;
+    let proxy = proxy_with(|_| {}).await;
     let cases = [
         vec![raw::query("BEGIN"), raw::query("DISCARD ALL"), raw::query("ROLLBACK")],
         vec![raw::query("BEGIN; SELECT 1/0"), raw::query("DEALLOCATE x"), raw::query("ROLLBACK")],
@@ -756,10 +668,9 @@ async fn refused_discard_or_deallocate_keeps_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_reach_each_others_statements() {
     let db = fresh_db("stmtns");
-    let proxy = TestProxy::start(pool_of_one(trust_config())).await;
+    let proxy = proxy_with(|_| {}).await;
     let (_, mut a) = raw_pair(&db, &proxy).await;
-    let mut b = Raw::connect(proxy.addr).await;
-    b.login(&[("user", "postgres"), ("database", &db)]).await;
+    let mut b = login(proxy.addr, &db, None).await;
     let use_x = [bind_execute("x"), sync()].concat();
     let ok = "2 | D A's | C SELECT 1 | Z I";
     assert_eq!(script(&mut a, &[[parse("x", "SELECT 'A''s'"), sync()].concat(), use_x.clone()]).await[1], ok);
@@ -773,11 +684,4 @@ async fn clients_cannot_reach_each_others_statements() {
     drop(b);
     wait_until("B unpinned", || proxy.handle.stats().pinned_clients() == 0).await;
     assert_eq!(script(&mut a, &[use_x]).await, vec![ok.to_owned()]);
-}
-
-/// The first column of the first DataRow of a simple query on a raw client.
-async fn get_raw(c: &mut Raw, sql: &str) -> String {
-    c.send(&raw::query(sql)).await;
-    let s = summary(&c.until_ready().await);
-    s.iter().find_map(|l| l.strip_prefix("D ")).unwrap_or_else(|| panic!("{sql}: {s:?}")).to_owned()
 }

@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::future::Future;
 
 use pgbalancer_config::{AuthType, BackendConfig, BackendRole, Config, PoolMode, UserEntry};
 use pgbalancer_proxy::ProxyHandle;
 use pgcluster::Cluster;
+use raw::Raw;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 pub const APP_USER: &str = "app";
@@ -215,4 +216,60 @@ pub async fn create_table(db: &str) {
 /// Rows in `t`, counted directly on the primary.
 pub async fn row_count(db: &str) -> i64 {
     superuser(db).await.query_one("SELECT count(*) FROM t", &[]).await.expect("count t").get(0)
+}
+
+/// The primary's address, for direct (not proxied) raw connections.
+pub fn primary() -> SocketAddr {
+    let p = &cluster().primary;
+    format!("{}:{}", p.host, p.port).parse().expect("primary address")
+}
+
+/// `query_wait_timeout` of every pool-of-one proxy.
+pub const POOL_OF_ONE_WAIT: Duration = Duration::from_secs(1);
+
+/// `cfg` with one server and a short `query_wait_timeout`: what a client
+/// leaves behind shows up for the next one, and a client waiting for a
+/// pinned server is told so quickly.
+pub fn pool_of_one(mut cfg: Config) -> Config {
+    cfg.pool_size = 1;
+    cfg.query_wait_timeout = POOL_OF_ONE_WAIT;
+    cfg
+}
+
+/// A trust proxy with a pool of one, as `tweak` leaves it.
+pub async fn proxy_with(tweak: impl FnOnce(&mut Config)) -> TestProxy {
+    let mut cfg = pool_of_one(trust_config());
+    tweak(&mut cfg);
+    TestProxy::start(cfg).await
+}
+
+/// Raw connections as `postgres` to `db`: straight to the primary, and
+/// through `proxy` (a trust proxy).
+pub async fn raw_pair(db: &str, proxy: &TestProxy) -> (Raw, Raw) {
+    (raw::login(primary(), db, None).await, raw::login(proxy.addr, db, None).await)
+}
+
+/// A raw client logged in as `app` on `db` through a trust proxy.
+pub async fn app_login(proxy: &TestProxy, db: &str) -> Raw {
+    let mut r = Raw::connect(proxy.addr).await;
+    r.login(&[("user", APP_USER), ("database", db)]).await;
+    r
+}
+
+/// Polls `cond` (bounded) until it holds.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Bye (Terminate), and wait until the proxy has let the client's server go.
+pub async fn leave(c: Raw, proxy: &TestProxy) {
+    let mut c = c;
+    c.send(&raw::msg(b'X', b"")).await;
+    assert!(c.until_closed().await.is_empty(), "nothing after Terminate");
+    let stats = proxy.handle.stats();
+    wait_until("no client pinned", || stats.pinned_clients() == 0).await;
 }
