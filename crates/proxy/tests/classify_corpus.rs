@@ -2,40 +2,15 @@
 //! with expected classes, plus properties: it never panics, never recurses on nesting, does not
 //! allocate, and a comment in front or a write after never makes a write look like a read.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use pgbalancer_proxy::sql::classify::{Class, Classifier};
 use proptest::prelude::*;
 
 #[path = "../src/sql/classify_corpus.rs"]
 mod corpus;
 
-/// Counts allocations made by the current thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/alloc.rs"]
+mod alloc;
+use alloc::allocations_during;
 
 #[test]
 fn corpus_statements_get_their_expected_class() {
@@ -56,11 +31,12 @@ fn corpus_statements_get_their_expected_class() {
 #[test]
 fn classifying_does_not_allocate() {
     let corpus = corpus::load();
-    let before = ALLOCATIONS.with(Cell::get);
-    for case in &corpus.cases {
-        std::hint::black_box(corpus.classifiers[case.classifier].classify(&case.sql));
-    }
-    assert_eq!(ALLOCATIONS.with(Cell::get) - before, 0);
+    let n = allocations_during(|| {
+        for case in &corpus.cases {
+            std::hint::black_box(corpus.classifiers[case.classifier].classify(&case.sql));
+        }
+    });
+    assert_eq!(n, 0);
 }
 
 #[test]

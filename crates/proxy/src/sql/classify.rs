@@ -84,7 +84,7 @@
 //! statement could start or a lock be taken (`substring(delete FROM 2)`, `substring(s FOR
 //! share)`), an alias with a column list but no `AS` (`FROM t x(a, b)`) in strict mode.
 
-use super::lexer::{Lexer, Token, TokenKind};
+use super::lexer::{Lexer, StatementTokens, Token, TokenKind};
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,10 +213,9 @@ impl Classifier {
 
     /// The class of a whole Query text (see the module documentation).
     pub fn classify(&self, sql: &str) -> Class {
-        let mut cur = Cursor { lx: Lexer::new(sql), stop: false, eof: false };
+        let mut cur = Cursor::new(Lexer::new(sql));
         let mut result: Option<Class> = None;
-        while !cur.eof {
-            cur.stop = false;
+        while cur.next_statement() {
             let Some(first) = cur.next() else { continue };
             let class = self.statement(first, &mut cur);
             if class == Class::Write {
@@ -719,49 +718,4 @@ fn config_name(raw: &str) -> Option<(Vec<u8>, bool)> {
 }
 
 /// Tokens of one statement: ends at its `;`.
-#[derive(Clone)]
-struct Cursor<'a> {
-    lx: Lexer<'a>,
-    /// The statement's `;` (or the end) was reached.
-    stop: bool,
-    /// The end of the input was reached.
-    eof: bool,
-}
-
-impl<'a> Cursor<'a> {
-    #[inline]
-    fn next(&mut self) -> Option<Token<'a>> {
-        if self.stop {
-            return None;
-        }
-        match self.lx.next() {
-            Some(t) if t.kind != TokenKind::Semicolon => Some(t),
-            end => {
-                self.stop = true;
-                self.eof = end.is_none();
-                None
-            }
-        }
-    }
-
-    fn peek(&self) -> Option<Token<'a>> {
-        self.clone().next()
-    }
-
-    fn peek_kw(&self, kw: &str) -> bool {
-        self.peek().is_some_and(|t| t.is_keyword(kw))
-    }
-
-    fn eat_kw(&mut self, kw: &str) -> bool {
-        let yes = self.peek_kw(kw);
-        if yes {
-            self.next();
-        }
-        yes
-    }
-
-    /// Skips the rest of the statement.
-    fn finish(&mut self) {
-        while self.next().is_some() {}
-    }
-}
+type Cursor<'a> = StatementTokens<'a>;

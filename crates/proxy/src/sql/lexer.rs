@@ -434,6 +434,69 @@ pub(crate) fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
+/// The tokens of one statement of a text: ends at its `;` (or the end of
+/// the input); [`StatementTokens::next_statement`] moves on to the next.
+/// Cheap to clone for lookahead.
+#[derive(Clone)]
+pub struct StatementTokens<'a> {
+    lx: Lexer<'a>,
+    /// This statement's `;` (or the end) was reached.
+    stop: bool,
+    /// The end of the input was reached.
+    eof: bool,
+}
+
+impl<'a> StatementTokens<'a> {
+    /// Tokens from where `lx` stands.
+    pub fn new(lx: Lexer<'a>) -> Self {
+        StatementTokens { lx, stop: false, eof: false }
+    }
+
+    #[inline]
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Token<'a>> {
+        if self.stop {
+            return None;
+        }
+        match self.lx.next() {
+            Some(t) if t.kind != TokenKind::Semicolon => Some(t),
+            end => {
+                self.stop = true;
+                self.eof = end.is_none();
+                None
+            }
+        }
+    }
+
+    pub fn peek(&self) -> Option<Token<'a>> {
+        self.clone().next()
+    }
+
+    pub fn peek_kw(&self, kw: &str) -> bool {
+        self.peek().is_some_and(|t| t.is_keyword(kw))
+    }
+
+    /// Takes the next token if it is keyword `kw`.
+    pub fn eat_kw(&mut self, kw: &str) -> bool {
+        let yes = self.peek_kw(kw);
+        if yes {
+            self.next();
+        }
+        yes
+    }
+
+    /// Skips the rest of the statement.
+    pub fn finish(&mut self) {
+        while self.next().is_some() {}
+    }
+
+    /// Moves on to the next statement; false at the end of the input.
+    pub fn next_statement(&mut self) -> bool {
+        self.stop = false;
+        !self.eof
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::TokenKind::*;

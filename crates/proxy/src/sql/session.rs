@@ -6,7 +6,7 @@
 //! (or of a Parse) and says what it changes: settings pgbalancer can replay
 //! on other servers, or a reason to pin the client to its server.
 
-use super::lexer::{continuation, Lexer, Token, TokenKind};
+use super::lexer::{continuation, Lexer, StatementTokens, Token, TokenKind};
 
 /// Why a client must keep its server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub fn session_effects(sql: &str) -> SessionEffects {
             continue;
         }
         statements += 1;
-        let mut stmt = head(first, Cursor { lx: lx.clone(), done: false }, &mut fx);
+        let mut stmt = head(first, Cursor::new(lx.clone()), &mut fx);
         if stmt.deallocate.is_some() {
             deallocate = stmt.deallocate.take();
         }
@@ -155,39 +155,7 @@ struct Stmt {
 }
 
 /// Lookahead within one statement: ends at the first `;`.
-#[derive(Clone)]
-struct Cursor<'a> {
-    lx: Lexer<'a>,
-    done: bool,
-}
-
-impl<'a> Cursor<'a> {
-    fn next(&mut self) -> Option<Token<'a>> {
-        if !self.done {
-            match self.lx.next() {
-                Some(t) if t.kind != TokenKind::Semicolon => return Some(t),
-                _ => self.done = true,
-            }
-        }
-        None
-    }
-
-    fn peek(&self) -> Option<Token<'a>> {
-        self.clone().next()
-    }
-
-    fn peek_kw(&self, kw: &str) -> bool {
-        self.peek().is_some_and(|t| t.is_keyword(kw))
-    }
-
-    fn eat_kw(&mut self, kw: &str) -> bool {
-        let yes = self.peek_kw(kw);
-        if yes {
-            self.next();
-        }
-        yes
-    }
-}
+type Cursor<'a> = StatementTokens<'a>;
 
 /// Statement-level rules, decided by the first few tokens.
 fn head<'a>(first: Token<'a>, mut cur: Cursor<'a>, fx: &mut SessionEffects) -> Stmt {
