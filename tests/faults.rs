@@ -720,7 +720,7 @@ async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
         let db = format!("nx_{}_{round}", std::process::id());
         let attempts = futures_util::future::join_all((0..4).map(|_| proxy.try_connect(&db))).await;
         for r in attempts {
-            let e = r.err().expect("the database does not exist");
+            let e = r.expect_err("the database does not exist");
             assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME), "{e}");
         }
     }

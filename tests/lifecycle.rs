@@ -242,7 +242,7 @@ async fn sigterm_waits_for_open_transaction() {
     d.signal("TERM");
     let signalled = Instant::now();
     d.wait_refusing().await;
-    let e = d.try_connect(&db).await.err().expect("a new client connected during shutdown");
+    let e = d.try_connect(&db).await.expect_err("a new client connected during shutdown");
     eprintln!("new client during drain: {e}");
     assert!(d.exited().is_none(), "pgbalancer exited with a transaction still open; log:\n{}", d.log());
 
@@ -397,8 +397,7 @@ async fn shutdown_with_all_backends_down_does_not_hang() {
     let tried = Instant::now();
     let e = within(Duration::from_secs(10), "a login with the backend down", d.try_connect("postgres"))
         .await
-        .err()
-        .expect("a client logged in with no backend");
+        .expect_err("a client logged in with no backend");
     assert!(tried.elapsed() < Duration::from_secs(5), "the failed login took {:?}", tried.elapsed());
     eprintln!("login with the backend down: {e}");
 
