@@ -56,7 +56,7 @@ enum Grant {
 }
 
 struct Inner {
-    idle: VecDeque<ServerConn>,
+    idle: VecDeque<Box<ServerConn>>,
     /// Connections that exist or are being opened (idle + checked out + connecting).
     open: usize,
     waiters: VecDeque<oneshot::Sender<Grant>>,
@@ -165,7 +165,9 @@ impl Pool {
         let login = self.login.lock().unwrap().clone();
         let timeout = self.settings.load().connect_timeout;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        match ServerConn::connect(&self.host, self.port, &login, timeout).await {
+        // Boxed: opening a connection is rare, and inline its future would
+        // make every session's future (idle clients included) larger.
+        match Box::pin(ServerConn::connect(&self.host, self.port, &login, timeout)).await {
             Ok(conn) => {
                 slot.disarm();
                 let mut initial = self.initial_params.lock().unwrap();
@@ -231,14 +233,14 @@ impl Pool {
 
     /// Wraps a connection leaving the pool; counted as checked out until
     /// it comes back through [`Pool::check_in`].
-    fn guard(self: &Arc<Self>, conn: ServerConn) -> ServerGuard {
+    fn guard(self: &Arc<Self>, conn: Box<ServerConn>) -> ServerGuard {
         self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
         ServerGuard { pool: self.clone(), conn: Some(conn), clean: true }
     }
 
     /// Puts a connection back: to the first live waiter, else to the idle
     /// list. Closes it instead when dirty, noisy, expired or over the size.
-    fn check_in(self: &Arc<Self>, mut conn: ServerConn, clean: bool) {
+    fn check_in(self: &Arc<Self>, mut conn: Box<ServerConn>, clean: bool) {
         self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
         let settings = self.settings.load();
         let keep = clean && conn.is_quiet() && !expired(&conn, &settings);
@@ -303,7 +305,7 @@ impl Pool {
     pub fn maintain(self: &Arc<Self>) {
         let settings = self.settings.load();
         let now = Instant::now();
-        let (stale, trimmed): (Vec<ServerConn>, Vec<ServerConn>) = {
+        let (stale, trimmed): (Vec<Box<ServerConn>>, Vec<Box<ServerConn>>) = {
             let mut g = self.inner.lock().unwrap();
             let mut keep = VecDeque::with_capacity(g.idle.len());
             let mut stale = Vec::new();
@@ -354,7 +356,7 @@ impl Pool {
     /// Refuses new checkouts, wakes waiters with an error, closes idle
     /// connections. Checked-out connections close when returned.
     pub fn close(&self) {
-        let idle: Vec<ServerConn> = {
+        let idle: Vec<Box<ServerConn>> = {
             let mut g = self.inner.lock().unwrap();
             g.closed = true;
             g.waiters.clear();
@@ -386,7 +388,7 @@ impl Drop for Counted<'_> {
 
 /// Takes idle connections out while the pool holds more than `size`;
 /// their places are given up (the caller closes them).
-fn trim_excess(g: &mut Inner, size: usize) -> Vec<ServerConn> {
+fn trim_excess(g: &mut Inner, size: usize) -> Vec<Box<ServerConn>> {
     let mut out = Vec::new();
     while g.open > size {
         let Some(c) = g.idle.pop_front() else { break };
@@ -400,7 +402,7 @@ fn expired(conn: &ServerConn, s: &PoolSettings) -> bool {
     !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime
 }
 
-fn spawn_close(conn: ServerConn) {
+fn spawn_close(conn: Box<ServerConn>) {
     if let Ok(h) = tokio::runtime::Handle::try_current() {
         h.spawn(conn.close());
     }
@@ -430,7 +432,7 @@ impl Drop for Slot {
 /// marked clean (idle, nothing outstanding) and is closed otherwise.
 pub struct ServerGuard {
     pool: Arc<Pool>,
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     clean: bool,
 }
 

@@ -109,10 +109,12 @@ impl ServerConn {
         port: u16,
         login: &ServerLogin,
         timeout: Duration,
-    ) -> Result<ServerConn, ServerError> {
+    ) -> Result<Box<ServerConn>, ServerError> {
         let target = format!("{host}:{port}");
         match tokio::time::timeout(timeout, Self::connect_inner(&target, login)).await {
-            Ok(r) => r,
+            // Boxed once for its life: pools, guards and sessions move a
+            // pointer, and a session's future does not carry it inline.
+            Ok(r) => r.map(Box::new),
             Err(_) => Err(ServerError::ConnectTimeout(target)),
         }
     }
@@ -449,7 +451,7 @@ impl ServerConn {
     }
 
     /// Sends Terminate and drops the connection.
-    pub async fn close(mut self) {
+    pub async fn close(mut self: Box<Self>) {
         let mut out = BytesMut::new();
         write::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_millis(500), self.stream.write_all(&out)).await;

@@ -45,7 +45,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let login_timeout = shared.config.load().client_login_timeout;
     let mut phase = shared.phase.clone();
     let outcome = tokio::select! {
-        r = login(&mut conn, &shared) => r,
+        // Boxed: the login's state is large and needed only until the
+        // session starts; inline it would stay in every idle client's future.
+        r = Box::pin(login(&mut conn, &shared)) => r,
         _ = sleep_unless_zero(login_timeout) => Err(ClientError::LoginTimeout.into()),
         // Logins in progress do not hold up a shutdown.
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(ClientError::ShuttingDown.into()),

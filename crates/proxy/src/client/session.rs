@@ -133,10 +133,14 @@ impl Session {
 
     /// Runs the session to its end and leaves the server connection (if
     /// any) clean or closed.
-    pub async fn run(mut self) -> Result<Exit, Error> {
-        let result = self.main_loop().await;
-        self.finish().await;
-        result
+    // Not an `async fn`: that would keep the session twice in the future
+    // (argument slot and local), and every idle client carries this future.
+    pub fn run(mut self) -> impl std::future::Future<Output = Result<Exit, Error>> {
+        async move {
+            let result = self.main_loop().await;
+            self.finish().await;
+            result
+        }
     }
 
     async fn main_loop(&mut self) -> Result<Exit, Error> {
@@ -671,7 +675,7 @@ impl Session {
         if how == Release::RefuseTransaction {
             let failed = conn.tx_status == TxStatus::Failed;
             clean = clean
-                && matches!(conn.run_own_query("ROLLBACK").await, Ok(None))
+                && matches!(Box::pin(conn.run_own_query("ROLLBACK")).await, Ok(None))
                 && conn.tx_status == TxStatus::Idle;
             // A failed transaction already carried its error to the client;
             // one ErrorResponse per query, as PostgreSQL sends.
@@ -686,7 +690,7 @@ impl Session {
             write::ready_for_query(out, TxStatus::Idle);
         }
         if clean && !self.capture.is_empty() {
-            clean = capture_settings(conn, &mut self.params, &self.capture).await;
+            clean = Box::pin(capture_settings(conn, &mut self.params, &self.capture)).await;
             self.capture.clear();
         }
         guard.set_clean(clean);
@@ -883,7 +887,9 @@ pub async fn link_server(
     if let Some(sql) = params.sync_sql(conn) {
         guard.set_clean(false);
         let conn = guard.conn();
-        if let Some(err) = conn.run_own_query(&sql).await? {
+        // Boxed (like the other rare own queries below) so the common path's
+        // future, which every idle client carries, stays small.
+        if let Some(err) = Box::pin(conn.run_own_query(&sql)).await? {
             return Err(LinkError::Params(err));
         }
         guard.set_clean(true);
