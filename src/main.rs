@@ -1,15 +1,20 @@
-//! The pgbalancer daemon: loads the config, starts the proxy, and handles
-//! signals (SIGHUP reload, SIGTERM/SIGINT graceful then immediate shutdown).
+//! The pgbalancer daemon: loads the config, starts the proxy and (with
+//! `rest_api.enabled`) the admin API, and handles signals (SIGHUP reload,
+//! SIGTERM/SIGINT graceful then immediate shutdown) and the admin API's
+//! reload and stop, which take the same paths.
 
 mod demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
+use pgbalancer_admin::{AdminServer, AdminState, AuthSettings, Command, ReloadError};
 use pgbalancer_config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use pgbalancer_proxy::ProxyHandle;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
 #[command(name = "pgbalancer", version, about = "PostgreSQL connection pooler and load balancer")]
@@ -119,6 +124,23 @@ fn init_tracing(config: &Config) {
 }
 
 async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo::Demo>) -> ExitCode {
+    let started = Instant::now();
+    let origin = config_path.as_ref().map_or_else(|| "--demo".to_string(), |p| p.display().to_string());
+    let rest = config.rest_api.clone();
+    // The JWT secret is read (and its length checked) before anything listens.
+    let admin_state = if rest.enabled {
+        match AuthSettings::from_config(&rest, &origin) {
+            Ok(auth) => Some(AdminState::new(auth, started)),
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("{line}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let proxy = match ProxyHandle::start(config).await {
         Ok(p) => p,
         Err(e) => {
@@ -129,6 +151,31 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
     for addr in proxy.local_addrs() {
         tracing::info!(%addr, "listening");
     }
+    let (control_tx, mut control_rx) = mpsc::channel::<Command>(8);
+    let admin = match &admin_state {
+        Some(state) => {
+            match AdminServer::start(&rest.bind_address, rest.port, proxy.shared().clone(), state.clone(), control_tx)
+                .await
+            {
+                Ok(a) => {
+                    tracing::info!(addr = %a.local_addr(), "admin API listening");
+                    if !rest.jwt_enabled {
+                        tracing::warn!("admin API without authentication (rest_api.jwt_enabled: false)");
+                    }
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    proxy.shutdown_now();
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => {
+            drop(control_tx);
+            None
+        }
+    };
     if let Some(d) = demo {
         d.print_banner(proxy.local_addrs());
     }
@@ -138,41 +185,82 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    // First SIGTERM/SIGINT: graceful. Second: immediate.
+    // First SIGTERM/SIGINT (or a REST stop): graceful. Second signal: immediate.
+    // SIGHUP and the REST reload share one reload function.
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&proxy, config_path.as_deref()),
+            _ = hup.recv() => {
+                let _ = reload(&proxy, config_path.as_deref(), admin_state.as_deref());
+            }
+            Some(cmd) = control_rx.recv() => match cmd {
+                Command::Reload(reply) => {
+                    let _ = reply.send(reload(&proxy, config_path.as_deref(), admin_state.as_deref()));
+                }
+                Command::Stop => {
+                    tracing::info!("stop requested through the admin API");
+                    break;
+                }
+            },
         }
     }
+    // From here on, REST reload and stop answer 503.
+    drop(control_rx);
     tracing::info!("shutting down: waiting for transactions to finish (send the signal again to stop now)");
     tokio::select! {
         _ = proxy.shutdown() => tracing::info!("shutdown complete"),
         _ = term.recv() => { tracing::info!("second signal: stopping now"); proxy.shutdown_now(); }
         _ = int.recv() => { tracing::info!("second signal: stopping now"); proxy.shutdown_now(); }
     }
+    // The admin API answered health checks with 503 while draining; now it goes.
+    if let Some(a) = admin {
+        a.shutdown().await;
+    }
     ExitCode::SUCCESS
 }
 
-fn reload(proxy: &ProxyHandle, path: Option<&Path>) {
-    let Some(path) = path else {
-        tracing::warn!("SIGHUP ignored: no config file (demo mode)");
-        return;
-    };
-    match Config::load(path) {
-        Ok(c) => {
-            for w in c.warnings() {
-                tracing::warn!("{}: {w}", path.display());
-            }
-            if let Err(e) = proxy.reload(c) {
-                tracing::error!("reload rejected, keeping the old config: {e}");
-            }
-        }
-        Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!("reload rejected, keeping the old config: {line}");
-            }
+/// Re-reads the config file (SIGHUP and `POST /api/v1/control/reload`). A
+/// valid file applies to the proxy and to the admin API's JWT settings (the
+/// secret is read anew: rotation); an invalid one is rejected, logged and
+/// returned, and the old config stays.
+fn reload(proxy: &ProxyHandle, path: Option<&Path>, admin: Option<&AdminState>) -> Result<(), ReloadError> {
+    let result = try_reload(proxy, path, admin);
+    if let Err(e) = &result {
+        for line in e.error.lines() {
+            tracing::error!("reload rejected, keeping the old config: {line}");
         }
     }
+    if let Some(a) = admin {
+        a.record_reload(result.is_ok());
+    }
+    result
+}
+
+fn try_reload(proxy: &ProxyHandle, path: Option<&Path>, admin: Option<&AdminState>) -> Result<(), ReloadError> {
+    let Some(path) = path else {
+        return Err(ReloadError::other("no config file to reload (demo mode)"));
+    };
+    let c = Config::load(path).map_err(|e| ReloadError::from(&e))?;
+    for w in c.warnings() {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    let old = proxy.shared().config.load().rest_api.clone();
+    let new = &c.rest_api;
+    if (old.enabled, old.port, &old.bind_address) != (new.enabled, new.port, &new.bind_address) {
+        tracing::warn!(
+            "rest_api.enabled, port and bind_address changes need a restart; keeping the admin API as it is"
+        );
+    }
+    let auth = match admin {
+        Some(_) if new.enabled => {
+            Some(AuthSettings::from_config(new, &path.display().to_string()).map_err(|e| ReloadError::from(&e))?)
+        }
+        _ => None,
+    };
+    proxy.reload(c).map_err(|e| ReloadError::other(e.to_string()))?;
+    if let (Some(a), Some(auth)) = (admin, auth) {
+        a.set_auth(auth);
+    }
+    Ok(())
 }

@@ -18,7 +18,9 @@ pub mod units;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use schema::{AuthType, BackendConfig, BackendRole, Config, LogFormat, PoolMode, RestApiConfig, UserEntry};
+pub use schema::{
+    AuthType, BackendConfig, BackendRole, Config, JwtAlgorithm, LogFormat, PoolMode, RestApiConfig, UserEntry,
+};
 pub use secret::{SecretRef, REDACTED};
 pub use units::ByteSize;
 pub use validate::{check_scram_verifier, MAX_DURATION, MIN_JWT_SECRET_LEN};

@@ -152,7 +152,53 @@ pub struct RestApiConfig {
     pub port: u16,
     pub bind_address: String,
     pub jwt_enabled: bool,
+    /// HMAC secret (inline, `{file: ...}` or `{env: ...}`); or `jwt_secret_file`.
     pub jwt_secret: Option<SecretRef>,
+    /// A file holding the HMAC secret (trailing newline trimmed).
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Fixed by config, never taken from a token. Only HS256 is implemented.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// When set, tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Longest lifetime a token may have (`exp - iat`, and `exp - now`).
+    #[serde(with = "crate::units::duration")]
+    pub jwt_max_ttl: Duration,
+}
+
+/// Signing algorithm of the admin API's tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    /// Accepted by the parser; rejected by validation (not implemented yet).
+    RS256,
+    /// Accepted by the parser; rejected by validation (not implemented yet).
+    EdDSA,
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            JwtAlgorithm::HS256 => "HS256",
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        })
+    }
+}
+
+impl RestApiConfig {
+    /// The JWT signing secret: `jwt_secret` (resolved) or the contents of
+    /// `jwt_secret_file` (trailing newline trimmed); `None` if neither is set.
+    /// Read anew on every call, so a reload picks up a rotated secret.
+    pub fn jwt_secret(&self) -> Result<Option<String>, crate::ConfigError> {
+        match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(s), _) => s.resolve().map(Some),
+            (None, Some(file)) => crate::secret::read_secret_file(file).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl Default for Config {
@@ -212,6 +258,11 @@ impl Default for RestApiConfig {
             bind_address: "127.0.0.1".to_string(),
             jwt_enabled: true,
             jwt_secret: None,
+            jwt_secret_file: None,
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_max_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -4,11 +4,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{AuthType, BackendRole, ByteSize, Config, Problem, SecretRef};
+use crate::{AuthType, BackendRole, ByteSize, Config, JwtAlgorithm, Problem, SecretRef};
 
 /// Upper bound for every duration key (keeps `Instant + Duration` far from overflow).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
-/// Minimum length of an inline `rest_api.jwt_secret`.
+/// Minimum length of `rest_api.jwt_secret` (inline ones are checked here;
+/// ones from a file or a variable when the admin API reads them).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 const NOT_IMPLEMENTED_TLS: &str =
     "TLS is not implemented yet in this version; set it to false (pgbalancer never silently serves plaintext instead)";
@@ -137,15 +138,42 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     if r.enabled && r.port != 0 && r.port == c.port {
         bad("rest_api.port", format!("same as port ({}); use a different port", c.port));
     }
-    match &r.jwt_secret {
-        None if r.enabled && r.jwt_enabled => {
-            bad("rest_api.jwt_secret", "required when rest_api.enabled and rest_api.jwt_enabled are true".into())
+    match &r.jwt_secret_file {
+        Some(_) if r.jwt_secret.is_some() => {
+            bad("rest_api.jwt_secret_file", "conflicts with rest_api.jwt_secret; set only one of them".into())
         }
+        Some(f) if f.as_os_str().is_empty() => bad("rest_api.jwt_secret_file", "must not be empty".into()),
+        _ => {}
+    }
+    match &r.jwt_secret {
+        None if r.enabled && r.jwt_enabled && r.jwt_secret_file.is_none() => bad(
+            "rest_api.jwt_secret",
+            "required (or rest_api.jwt_secret_file) when rest_api.enabled and rest_api.jwt_enabled are true".into(),
+        ),
         Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => {
             bad("rest_api.jwt_secret", format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"))
         }
         Some(s) => check_secret(&mut bad, "rest_api.jwt_secret", s),
         None => {}
+    }
+    if r.jwt_algorithm != JwtAlgorithm::HS256 {
+        bad(
+            "rest_api.jwt_algorithm",
+            format!(
+                "{} is not implemented yet in this version; use HS256 (the only algorithm supported)",
+                r.jwt_algorithm
+            ),
+        );
+    }
+    for (key, v) in [("rest_api.jwt_audience", &r.jwt_audience), ("rest_api.jwt_issuer", &r.jwt_issuer)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            bad(key, "must not be empty (omit it to accept any)".into());
+        }
+    }
+    if r.jwt_max_ttl.is_zero() {
+        bad("rest_api.jwt_max_ttl", "must be greater than 0".into());
+    } else if r.jwt_max_ttl > MAX_DURATION {
+        bad("rest_api.jwt_max_ttl", "must be at most 365d".into());
     }
     p
 }

@@ -130,7 +130,12 @@ fn each_default() {
             port: 8080,
             bind_address: "127.0.0.1".into(),
             jwt_enabled: true,
-            jwt_secret: None
+            jwt_secret: None,
+            jwt_secret_file: None,
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_max_ttl: Duration::from_secs(3600),
         }
     );
     assert!(Config::default().validate("x").is_ok());
@@ -422,6 +427,61 @@ fn secrets_resolve_from_plain_file_and_env() {
     let c = parse(&y).unwrap();
     assert_eq!(c.server_password().unwrap().as_deref(), Some("s3cret pass"));
     assert_eq!(c.rest_api.jwt_secret.unwrap().resolve().unwrap(), "from-env");
+}
+
+#[test]
+fn rest_api_jwt_keys() {
+    let c = parse(
+        "rest_api:\n  enabled: true\n  jwt_secret_file: /etc/pgbalancer/jwt\n  jwt_algorithm: HS256\n  \
+         jwt_audience: pgbalancer\n  jwt_issuer: ops\n  jwt_max_ttl: 15m\n",
+    )
+    .unwrap();
+    let r = &c.rest_api;
+    assert_eq!(r.jwt_secret_file.as_deref(), Some(Path::new("/etc/pgbalancer/jwt")));
+    assert_eq!(r.jwt_algorithm, JwtAlgorithm::HS256);
+    assert_eq!(r.jwt_audience.as_deref(), Some("pgbalancer"));
+    assert_eq!(r.jwt_issuer.as_deref(), Some("ops"));
+    assert_eq!(r.jwt_max_ttl, Duration::from_secs(900));
+
+    // Other algorithms parse but are refused, naming the key.
+    for alg in ["RS256", "EdDSA"] {
+        let p = one_problem(&format!("rest_api: {{jwt_algorithm: {alg}}}\n"));
+        assert_eq!(p.key, "rest_api.jwt_algorithm");
+        assert!(p.message.starts_with(&format!("{alg} is not implemented yet")), "{p:?}");
+    }
+    assert_eq!(one_problem("rest_api: {jwt_algorithm: none}\n").key, "rest_api.jwt_algorithm");
+    assert_eq!(one_problem("rest_api: {jwt_algorithm: HS512}\n").key, "rest_api.jwt_algorithm");
+
+    let p = one_problem("rest_api: {jwt_secret: {env: X}, jwt_secret_file: /x}\n");
+    assert_eq!(p.key, "rest_api.jwt_secret_file");
+    assert!(p.message.contains("conflicts with rest_api.jwt_secret"), "{p:?}");
+    assert_eq!(one_problem("rest_api: {jwt_secret_file: ''}\n").key, "rest_api.jwt_secret_file");
+    assert_eq!(one_problem("rest_api: {jwt_max_ttl: 0}\n").key, "rest_api.jwt_max_ttl");
+    assert_eq!(one_problem("rest_api: {jwt_max_ttl: 400d}\n").key, "rest_api.jwt_max_ttl");
+    assert_eq!(one_problem("rest_api: {jwt_audience: ''}\n").key, "rest_api.jwt_audience");
+    assert_eq!(one_problem("rest_api: {jwt_issuer: ' '}\n").key, "rest_api.jwt_issuer");
+    // A secret file satisfies "a secret is required".
+    parse("rest_api: {enabled: true, jwt_secret_file: /x}\n").unwrap();
+    assert!(one_problem("rest_api: {enabled: true}\n").message.contains("jwt_secret_file"));
+}
+
+#[test]
+fn jwt_secret_sources() {
+    assert_eq!(RestApiConfig::default().jwt_secret().unwrap(), None);
+    let inline = "0123456789abcdef0123456789abcdef";
+    let c = parse(&format!("rest_api: {{jwt_secret: {inline}}}\n")).unwrap();
+    assert_eq!(c.rest_api.jwt_secret().unwrap().as_deref(), Some(inline));
+
+    // Read anew on every call: a rotated file is seen.
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"first-secret-0123456789abcdef0123456789\n").unwrap();
+    let c = parse(&format!("rest_api: {{jwt_secret_file: {}}}\n", f.path().display())).unwrap();
+    assert_eq!(c.rest_api.jwt_secret().unwrap().as_deref(), Some("first-secret-0123456789abcdef0123456789"));
+    std::fs::write(f.path(), "second-secret-0123456789abcdef012345678\n").unwrap();
+    assert_eq!(c.rest_api.jwt_secret().unwrap().as_deref(), Some("second-secret-0123456789abcdef012345678"));
+
+    let c = parse("rest_api: {jwt_secret_file: /nonexistent/jwt}\n").unwrap();
+    assert!(c.rest_api.jwt_secret().unwrap_err().to_string().starts_with("/nonexistent/jwt: cannot read"));
 }
 
 #[test]

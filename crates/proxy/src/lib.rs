@@ -15,6 +15,7 @@ pub mod prepared;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
+pub mod snapshot;
 pub mod sql;
 pub mod stats;
 mod users;

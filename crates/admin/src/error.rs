@@ -1,0 +1,125 @@
+//! The crate's one error type. Request errors become JSON responses
+//! `{"error": "..."}` with the matching status code.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pgbalancer_config::ConfigError;
+use serde::Serialize;
+
+/// A problem of a rejected reload, as JSON: `{"key": "pool_size", "message": "must be at least 1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemJson {
+    /// The key path (`backends[0].port`); empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a reload was rejected (the old configuration stays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{error}")]
+pub struct ReloadError {
+    /// One line per problem, `FILE: key: message`, or the I/O error.
+    pub error: String,
+    /// Each problem with its key (empty when the file could not be read).
+    pub problems: Vec<ProblemJson>,
+}
+
+impl ReloadError {
+    /// A reload error that is not about a key of the file.
+    pub fn other(msg: impl Into<String>) -> ReloadError {
+        ReloadError { error: msg.into(), problems: Vec::new() }
+    }
+}
+
+impl From<&ConfigError> for ReloadError {
+    fn from(e: &ConfigError) -> ReloadError {
+        ReloadError {
+            error: e.to_string(),
+            problems: e
+                .problems()
+                .iter()
+                .map(|p| ProblemJson { key: p.key.clone(), message: p.message.clone() })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The listening socket could not be bound (start-up).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    /// The JWT settings could not be built (secret missing, unreadable or short).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// 401: no token, or a token that failed verification.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token whose role does not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429: too many failed authentications from this source address.
+    #[error("too many failed authentication attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// 400: the new configuration was rejected.
+    #[error(transparent)]
+    Reload(ReloadError),
+    /// 503: the daemon cannot do it now (shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems: Option<&'a [ProblemJson]>,
+}
+
+impl AdminError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Bind { .. } | AdminError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::Reload(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::NotFound => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problems = match &self {
+            AdminError::Reload(r) => Some(r.problems.as_slice()),
+            _ => None,
+        };
+        let mut resp = (status, Json(ErrorBody { error: self.to_string(), problems })).into_response();
+        let h = resp.headers_mut();
+        match &self {
+            AdminError::Unauthorized(_) => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"pgbalancer\""));
+            }
+            AdminError::Forbidden(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"pgbalancer\", error=\"insufficient_scope\""),
+                );
+            }
+            AdminError::RateLimited { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,774 @@
+//! The admin API and metrics end to end: the real `pgbalancer` binary with a
+//! YAML file (`rest_api.enabled`), real PostgreSQL, real clients, and HTTP
+//! over hyper. Tokens are made with jsonwebtoken here.
+//!
+//! Checks the data against reality (pool counts against pg_stat_activity,
+//! client counts against the clients this test holds, /metrics against
+//! /status), every way a token can fail (scenarios 51, 53, 55, 56, 58),
+//! roles (57), the per-source limiter (60), refusal of a short secret (59),
+//! reload with a changed pool size, an invalid file and a rotated secret
+//! (62), and stop. Each test has its own daemon; within a test, requests
+//! that must fail come from their own loopback address (127.0.0.x), so they
+//! do not trip the per-source limiter for the checks after them.
+//!
+//! Waits are bounded polls, never fixed sleeps. Every daemon is killed by a
+//! Drop guard.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_postgres::{Client, NoTls};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const SECRET: &str = "admin-test-secret-0123456789abcdef-0123";
+const ROTATED: &str = "admin-test-rotated-secret-0123456789abcdef";
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// An HS256 token with `claims`, signed with `secret`.
+fn token_with(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+/// A valid token for `role`: 5 minutes, with the aud/iss of [`daemon_yaml`].
+fn token(role: &str) -> String {
+    token_with(SECRET, json!({"exp": now() + 300, "iat": now(), "aud": "pgbalancer", "iss": "tests", "role": role}))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn b64url(v: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in v.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// `127.0.0.<n>`: a source address of its own for requests that must fail.
+fn source(n: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, n])
+}
+
+/// The default source address for requests that should succeed.
+fn home() -> IpAddr {
+    source(1)
+}
+
+struct Resp {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 request from `from` to the admin API on `port`.
+async fn http(port: u16, from: IpAddr, method: &str, path: &str, auth: Option<&str>) -> Resp {
+    let mut conn = HttpConnector::new();
+    conn.set_local_address(Some(from));
+    let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build(conn);
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = within(DEADLINE, "HTTP request", client.request(req.body(Full::new(Bytes::new())).unwrap()))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("response body").to_bytes();
+    Resp { status, headers, body: String::from_utf8(body.to_vec()).expect("UTF-8 body") }
+}
+
+/// A pgbalancer.yml with the admin API on `api_port`, JWT secret in
+/// `secret_file`, aud/iss required, plus `extra` (top-level keys) and
+/// `rest_extra` (keys under rest_api, indented by two spaces).
+fn daemon_yaml(
+    port: u16,
+    api_port: u16,
+    backend: u16,
+    secret_file: &std::path::Path,
+    extra: &str,
+    rest_extra: &str,
+) -> String {
+    format!(
+        "listen_addresses: '127.0.0.1'\n\
+         port: {port}\n\
+         pool_mode: transaction\n\
+         auth_type: scram-sha-256\n\
+         users:\n  - name: app\n    password: '{verifier}'\n\
+         backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+         workers: 2\n\
+         shutdown_timeout: 10s\n\
+         {extra}\n\
+         rest_api:\n  enabled: true\n  port: {api_port}\n  bind_address: 127.0.0.1\n  \
+         jwt_secret_file: {secret}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n\
+         {rest_extra}\n",
+        verifier = app_verifier(),
+        secret = secret_file.display(),
+    )
+}
+
+/// One daemon process; killed and reaped on drop if still running.
+struct Daemon {
+    child: Child,
+    port: u16,
+    api: u16,
+    config: PathBuf,
+    secret: PathBuf,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts pgbalancer with [`daemon_yaml`] and waits until health says 200.
+    async fn start(extra: &str, rest_extra: &str) -> Daemon {
+        let mut d = Daemon::spawn(SECRET, cluster().primary.port, extra, rest_extra);
+        d.wait_healthy().await;
+        d
+    }
+
+    /// Starts pgbalancer with [`daemon_yaml`] in front of `backend`, `secret`
+    /// in the secret file; does not wait.
+    fn spawn(secret: &str, backend: u16, extra: &str, rest_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, api) = (free_port(), free_port());
+        let secret_path = dir.path().join("jwt.secret");
+        std::fs::write(&secret_path, format!("{secret}\n")).unwrap();
+        let config = dir.path().join("pgbalancer.yml");
+        std::fs::write(&config, daemon_yaml(port, api, backend, &secret_path, extra, rest_extra)).unwrap();
+        let log = dir.path().join("pgbalancer.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgbalancer"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pgbalancer");
+        Daemon { child, port, api, config, secret: secret_path, log, status: None, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.exited() {
+                return st;
+            }
+            assert!(start.elapsed() < DEADLINE, "pgbalancer still running; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_healthy(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.exited() {
+                panic!("pgbalancer exited during startup ({st}); log:\n{}", self.log());
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.api)).await.is_ok()
+                && self.get("/api/v1/health", None).await.status == 200
+            {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "admin API not healthy; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        http(self.api, home(), "GET", path, token.map(bearer).as_deref()).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>) -> Resp {
+        http(self.api, home(), "POST", path, token.map(bearer).as_deref()).await
+    }
+
+    /// GET with a read token; asserts 200 and returns the JSON.
+    async fn read(&self, path: &str) -> Value {
+        let r = self.get(path, Some(&token("read"))).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    }
+
+    async fn connect(&self, db: &str) -> Client {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={db} connect_timeout=10",
+            self.port
+        );
+        let (c, conn) = within(DEADLINE, "connect through the daemon", tokio_postgres::connect(&conninfo, NoTls))
+            .await
+            .unwrap_or_else(|e| panic!("connect through the daemon: {e}\nlog:\n{}", self.log()));
+        tokio::spawn(conn);
+        c
+    }
+
+    /// The pool of `app` on `db`, polled until `cond` holds for it and for
+    /// PostgreSQL's count of `app` connections on `db`.
+    async fn wait_pool(&self, db: &str, what: &str, cond: impl Fn(&Value, i64) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let pools = self.read("/api/v1/pools").await;
+            let pool = pools["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["database"] == db && p["user"] == APP_USER)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let real = server_connections(db);
+            if !pool.is_null() && cond(&pool, real) {
+                return pool;
+            }
+            assert!(start.elapsed() < DEADLINE, "{what}: pool {pool} with {real} server connections in PostgreSQL");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A sample of the text format: name, labels in order, value.
+type Samples = HashMap<String, f64>;
+
+/// Parses the Prometheus/OpenMetrics text format strictly enough to catch
+/// malformed output: `# HELP/TYPE/UNIT` lines for a family before its
+/// samples, one `# EOF` at the end, valid names, quoted label values, float
+/// values, counter samples named `<family>_total`. Keys are
+/// `name{label="value",...}` as written.
+fn parse_metrics(text: &str) -> Samples {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()))
+    };
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Samples::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "content after # EOF: {line:?}");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            assert!(valid_name(name), "bad family name in {line:?}");
+            match kind {
+                "TYPE" => {
+                    let t = parts.next().unwrap_or("");
+                    assert!(["counter", "gauge", "histogram", "summary", "info", "unknown"].contains(&t), "{line:?}");
+                    assert!(types.insert(name.to_string(), t.to_string()).is_none(), "family {name} declared twice");
+                }
+                "HELP" | "UNIT" => {}
+                _ => panic!("unknown comment line {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).expect("braced labels");
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(valid_name(k), "bad label name in {line:?}");
+                assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "unquoted label value in {line:?}");
+            }
+        }
+        let family = match name.strip_suffix("_total") {
+            Some(f) if types.get(f).map(String::as_str) == Some("counter") => f,
+            _ => name,
+        };
+        let t = types.get(family).unwrap_or_else(|| panic!("sample {name} before its # TYPE"));
+        if t == "counter" {
+            assert!(name.ends_with("_total"), "counter sample {name} without _total");
+        }
+        assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
+    }
+    assert!(saw_eof, "no # EOF");
+    samples
+}
+
+fn metric(m: &Samples, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| panic!("no metric {series} in {m:?}"))
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Health, the OpenAPI document and /metrics need no token; unknown paths
+/// are 404 JSON; guarded endpoints without a token are 401 with
+/// `WWW-Authenticate: Bearer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_endpoints_and_401_without_token() {
+    let d = Daemon::start("", "").await;
+    let h = d.get("/api/v1/health", None).await;
+    assert_eq!((h.status, h.json()), (200, json!({"status": "ok"})));
+    assert!(h.header("content-type").unwrap().starts_with("application/json"));
+
+    let doc = d.get("/api/v1/openapi.json", None).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in ["/api/v1/status", "/api/v1/pools", "/api/v1/stats", "/api/v1/control/reload", "/api/v1/control/stop"] {
+        assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
+    }
+
+    let m = d.get("/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    parse_metrics(&m.body);
+
+    // Wrong method: 405 JSON (a GET on a POST endpoint still needs a token first).
+    let r = d.post("/api/v1/health", None).await;
+    assert_eq!((r.status, r.json()), (405, json!({"error": "method not allowed"})));
+    assert_eq!(d.get("/api/v1/control/stop", Some(&token("admin"))).await.status, 405);
+
+    let nf = d.get("/api/v1/nope", None).await;
+    assert_eq!(nf.status, 404);
+    assert_eq!(nf.json()["error"], "not found");
+
+    for (i, (method, path)) in
+        [("GET", "/api/v1/status"), ("GET", "/api/v1/pools"), ("POST", "/api/v1/control/stop")].into_iter().enumerate()
+    {
+        let r = http(d.api, source(10 + i as u8), method, path, None).await;
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"), "{method} {path}");
+        assert_eq!(r.json()["error"], "missing bearer token");
+    }
+}
+
+/// Scenarios 51, 53, 55, 56, 58: every bad token is 401 (never 500), each
+/// from its own source address; a good one is 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_401() {
+    let d = Daemon::start("", "").await;
+    let t = now();
+    let claims = |extra: Value| {
+        let mut c = json!({"exp": t + 300, "iat": t, "aud": "pgbalancer", "iss": "tests", "role": "admin"});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let good = token_with(SECRET, claims(json!({})));
+    let (head, sig) = good.rsplit_once('.').unwrap();
+    let payload = head.split_once('.').unwrap().1;
+    let mut flipped = sig.to_string().into_bytes();
+    flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+    let flipped = format!("{head}.{}", String::from_utf8(flipped).unwrap());
+    let unsigned =
+        |alg: &str| format!("{}.{payload}.", b64url(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes()));
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims(json!({})),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let dup_keys = format!(
+        "{}.{}.{sig}",
+        b64url(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64url(
+            format!(r#"{{"exp":{},"role":"read","role":"admin","aud":"pgbalancer","iss":"tests"}}"#, t + 300)
+                .as_bytes()
+        )
+    );
+
+    let cases: Vec<(&str, String)> = vec![
+        ("wrong secret", token_with("some-other-secret-0123456789abcdef0123", claims(json!({})))),
+        ("flipped signature bit", flipped),
+        ("stripped signature", format!("{head}.")),
+        ("no signature part", head.to_string()),
+        ("alg none", unsigned("none")),
+        ("alg None", unsigned("None")),
+        ("alg NONE", unsigned("NONE")),
+        ("alg none with the real signature", format!("{}.{sig}", unsigned("none").trim_end_matches('.'))),
+        ("HS512 with the right secret", hs512),
+        ("expired", token_with(SECRET, claims(json!({"exp": t - 10, "iat": t - 100})))),
+        ("no exp", token_with(SECRET, claims(json!({"exp": null})))),
+        ("nbf in the future", token_with(SECRET, claims(json!({"nbf": t + 120})))),
+        ("lifetime above jwt_max_ttl", token_with(SECRET, claims(json!({"exp": t + 3600})))),
+        ("no iat, exp too far", token_with(SECRET, claims(json!({"iat": null, "exp": t + 3600})))),
+        ("wrong aud", token_with(SECRET, claims(json!({"aud": "someone-else"})))),
+        ("no aud", token_with(SECRET, claims(json!({"aud": null})))),
+        ("wrong iss", token_with(SECRET, claims(json!({"iss": "evil"})))),
+        ("no iss", token_with(SECRET, claims(json!({"iss": null})))),
+        ("duplicate keys", dup_keys),
+        ("garbage", "not.a.token".into()),
+        ("oversized", "a".repeat(9000)),
+    ];
+    for (i, (what, tok)) in cases.iter().enumerate() {
+        let r = http(d.api, source(20 + i as u8), "GET", "/api/v1/status", Some(&bearer(tok))).await;
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        assert!(r.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")), "{what}");
+        assert!(r.json()["error"].is_string(), "{what}");
+        assert!(!r.body.contains(&tok[..tok.len().min(20)]) || tok.len() < 20, "{what}: the token is echoed");
+    }
+    // A token in the query string is not looked at.
+    let r = http(d.api, source(60), "GET", &format!("/api/v1/status?access_token={good}"), None).await;
+    assert_eq!(r.status, 401);
+    // Basic auth or a bare token: 401.
+    let r = http(d.api, source(61), "GET", "/api/v1/status", Some(&format!("Basic {good}"))).await;
+    assert_eq!(r.status, 401);
+
+    assert_eq!(d.get("/api/v1/status", Some(&good)).await.status, 200);
+    let stats = d.read("/api/v1/stats").await;
+    assert_eq!(stats["api_auth_failures"], cases.len() + 2, "{stats}");
+    assert!(!d.log().contains(&good), "a token reached the log");
+    assert!(!d.log().contains(SECRET), "the secret reached the log");
+}
+
+/// Scenario 57: `read` may GET but not POST; an unknown or missing role is
+/// 403 everywhere; `admin` may POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_what_a_token_may_do() {
+    let mut d = Daemon::start("", "").await;
+    let read = token("read");
+    for path in ["/api/v1/status", "/api/v1/pools", "/api/v1/stats"] {
+        assert_eq!(d.get(path, Some(&read)).await.status, 200, "{path}");
+    }
+    for path in ["/api/v1/control/reload", "/api/v1/control/stop"] {
+        let r = d.post(path, Some(&read)).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("needs role 'admin'"), "{}", r.body);
+    }
+    for role in ["root", "READ", ""] {
+        assert_eq!(d.get("/api/v1/status", Some(&token(role))).await.status, 403, "role {role:?}");
+    }
+    let no_role = token_with(SECRET, json!({"exp": now() + 60, "aud": "pgbalancer", "iss": "tests"}));
+    assert_eq!(d.get("/api/v1/status", Some(&no_role)).await.status, 403);
+    // 403s are not authentication failures: no 429 after many of them.
+    for _ in 0..12 {
+        assert_eq!(d.post("/api/v1/control/stop", Some(&read)).await.status, 403);
+    }
+    let r = d.post("/api/v1/control/reload", Some(&token("admin"))).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "reloaded"})));
+    assert!(d.exited().is_none(), "the daemon must still run");
+}
+
+/// Scenario 60: after 10 failures within 60 s, that source gets 429 (with
+/// Retry-After) even with a good token; other sources are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_get_429_for_that_source_only() {
+    let d = Daemon::start("", "").await;
+    let attacker = source(100);
+    let bad = bearer(&token_with("wrong-secret-0123456789abcdef0123456789", json!({"exp": now() + 60})));
+    for i in 0..10 {
+        let r = http(d.api, attacker, "GET", "/api/v1/status", Some(&bad)).await;
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    let good = bearer(&token("admin"));
+    for auth in [&bad, &good] {
+        let r = http(d.api, attacker, "GET", "/api/v1/status", Some(auth)).await;
+        assert_eq!(r.status, 429, "{}", r.body);
+        let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert!(r.json()["error"].as_str().unwrap().contains("too many failed"));
+    }
+    // Health stays open to everyone; other sources are not limited.
+    assert_eq!(http(d.api, attacker, "GET", "/api/v1/health", None).await.status, 200);
+    assert_eq!(http(d.api, source(101), "GET", "/api/v1/status", Some(&good)).await.status, 200);
+}
+
+/// /pools counts match pg_stat_activity, /status counts the clients this
+/// test holds (and the pinned one), /metrics parses and agrees with
+/// /status and /stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_status_and_metrics_match_reality() {
+    let d = Daemon::start("pool_size: 10", "").await;
+    let db = fresh_db("adm_pools");
+    let status = d.read("/api/v1/status").await;
+    assert_eq!(status["clients"], 0, "{status}");
+    assert_eq!(status["pool_mode"], "transaction");
+    assert_eq!(status["nodes_total"], 1);
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["phase"], "running");
+
+    // Three clients, each inside a transaction: three active servers.
+    const N: usize = 3;
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        let c = d.connect(&db).await;
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        clients.push(c);
+    }
+    let pool = d.wait_pool(&db, "three in transactions", |p, real| p["active"] == N && real == N as i64).await;
+    assert_eq!(pool["idle"], 0, "{pool}");
+    assert_eq!(pool["waiting"], 0, "{pool}");
+    assert_eq!(pool["port"], cluster().primary.port, "{pool}");
+    let status = d.read("/api/v1/status").await;
+    assert_eq!(status["clients"], N, "{status}");
+    assert_eq!(status["servers"]["active"], N, "{status}");
+
+    // Commit: the servers go idle and stay open (PostgreSQL still counts them).
+    for c in &clients {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    let pool =
+        d.wait_pool(&db, "all idle", |p, real| p["active"] == 0 && p["idle"].as_i64() == Some(real) && real > 0).await;
+    assert_eq!(pool["connects"].as_u64().unwrap(), server_connections(&db) as u64, "{pool}");
+
+    // One client pinned by a temporary table.
+    clients[0].batch_execute("CREATE TEMP TABLE pin_me (a int)").await.unwrap();
+    let start = Instant::now();
+    let status = loop {
+        let s = d.read("/api/v1/status").await;
+        if s["pinned_clients"] == 1 {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "pinned client not seen: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["clients"], N);
+
+    // Nothing moves now: /metrics, /status and /stats agree.
+    let stats = d.read("/api/v1/stats").await;
+    let m = d.get("/metrics", None).await;
+    let m = parse_metrics(&m.body);
+    let status = d.read("/api/v1/status").await;
+    assert_eq!(metric(&m, "pgbalancer_clients"), status["clients"].as_f64().unwrap());
+    assert_eq!(metric(&m, "pgbalancer_pinned_clients"), 1.0);
+    assert_eq!(metric(&m, "pgbalancer_waiting_clients"), status["waiting_clients"].as_f64().unwrap());
+    for state in ["active", "idle", "connecting"] {
+        assert_eq!(
+            metric(&m, &format!("pgbalancer_servers{{state=\"{state}\"}}")),
+            status["servers"][state].as_f64().unwrap(),
+            "servers {state}"
+        );
+    }
+    assert_eq!(metric(&m, "pgbalancer_servers{state=\"idle\"}"), server_connections(&db) as f64 - 1.0);
+    assert_eq!(metric(&m, "pgbalancer_transactions_total"), stats["transactions"].as_f64().unwrap());
+    assert!(stats["transactions"].as_u64().unwrap() >= N as u64, "{stats}");
+    assert_eq!(metric(&m, "pgbalancer_client_connections_total"), stats["clients_total"].as_f64().unwrap());
+    assert!(stats["clients_total"].as_u64().unwrap() >= N as u64);
+    assert_eq!(metric(&m, "pgbalancer_login_failures_total"), stats["login_failures"].as_f64().unwrap());
+    assert_eq!(metric(&m, "pgbalancer_reloads_total"), 0.0);
+    assert_eq!(metric(&m, "pgbalancer_backends"), 1.0);
+
+    // The clients leave: the count drops to zero.
+    drop(clients);
+    let start = Instant::now();
+    while d.read("/api/v1/status").await["clients"] != 0 {
+        assert!(start.elapsed() < DEADLINE, "clients still counted after they left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reload (REST and SIGHUP share it): a larger pool_size applies (a waiting
+/// client gets a server), an invalid file is 400 with its problems and the
+/// old config stays, and a rotated secret rejects old tokens at once
+/// (scenario 62).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_rejects_and_rotates_the_secret() {
+    let mut d = Daemon::start("pool_size: 1\nquery_wait_timeout: 30s", "").await;
+    let db = fresh_db("adm_reload");
+    let admin = token("admin");
+
+    // Pool of one: the second client waits.
+    let a = d.connect(&db).await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let b = d.connect(&db).await;
+    let waiter = tokio::spawn(async move { b.batch_execute("BEGIN; SELECT 1").await.map(|_| b) });
+    d.wait_pool(&db, "one active, one waiting", |p, real| p["active"] == 1 && p["waiting"] == 1 && real == 1).await;
+
+    // pool_size 3: the waiter gets a server at once.
+    let yaml = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, yaml.replace("pool_size: 1", "pool_size: 3")).unwrap();
+    let r = d.post("/api/v1/control/reload", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "reloaded"})), "{}", d.log());
+    let b = within(DEADLINE, "the waiting client to get a server", waiter).await.unwrap().unwrap();
+    d.wait_pool(&db, "two active", |p, real| p["active"] == 2 && p["waiting"] == 0 && real == 2).await;
+    assert_eq!(d.read("/api/v1/pools").await["pool_size"], 3);
+    a.batch_execute("COMMIT").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+
+    // An invalid file: 400 with every problem; the old config stays.
+    let good_yaml = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good_yaml.replace("pool_size: 3", "pool_size: 0\nmin_pool_size: 5")).unwrap();
+    let r = d.post("/api/v1/control/reload", Some(&admin)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let body = r.json();
+    let keys: Vec<&str> = body["problems"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["pool_size", "min_pool_size"], "{body}");
+    assert!(body["error"].as_str().unwrap().contains("pool_size: must be at least 1"), "{body}");
+    assert_eq!(d.read("/api/v1/pools").await["pool_size"], 3, "the old config must stay");
+    assert_eq!(one(&a, "SELECT 42").await.unwrap(), "42", "clients keep working");
+    // A syntax error too.
+    std::fs::write(&d.config, "pool_size: [\n").unwrap();
+    assert_eq!(d.post("/api/v1/control/reload", Some(&admin)).await.status, 400);
+
+    // SIGHUP takes the same path: counted with the REST reloads.
+    std::fs::write(&d.config, good_yaml.replace("pool_size: 3", "pool_size: 4")).unwrap();
+    let st = Command::new("kill").arg("-HUP").arg(d.child.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    while d.read("/api/v1/pools").await["pool_size"] != 4 {
+        assert!(start.elapsed() < DEADLINE, "SIGHUP reload not applied; log:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = d.read("/api/v1/stats").await;
+    assert_eq!((stats["reloads"].as_u64(), stats["reload_failures"].as_u64()), (Some(2), Some(2)), "{stats}");
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert_eq!(metric(&m, "pgbalancer_reloads_total"), 2.0);
+    assert_eq!(metric(&m, "pgbalancer_reload_failures_total"), 2.0);
+
+    // Rotation: a new secret in the file, reload; old tokens fail now.
+    std::fs::write(&d.secret, format!("{ROTATED}\n")).unwrap();
+    assert_eq!(d.post("/api/v1/control/reload", Some(&admin)).await.status, 200);
+    let r = http(d.api, source(150), "GET", "/api/v1/status", Some(&bearer(&token("read")))).await;
+    assert_eq!(r.status, 401, "a token signed with the old secret still works");
+    let fresh = token_with(ROTATED, json!({"exp": now() + 60, "aud": "pgbalancer", "iss": "tests", "role": "read"}));
+    assert_eq!(d.get("/api/v1/status", Some(&fresh)).await.status, 200);
+
+    // A rotated secret that is too short is refused, and the current one stays.
+    std::fs::write(&d.secret, "short\n").unwrap();
+    let admin2 = token_with(ROTATED, json!({"exp": now() + 60, "aud": "pgbalancer", "iss": "tests", "role": "admin"}));
+    let r = d.post("/api/v1/control/reload", Some(&admin2)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["problems"][0]["key"], "rest_api.jwt_secret_file");
+    assert_eq!(d.get("/api/v1/status", Some(&fresh)).await.status, 200);
+    assert!(!d.log().contains(ROTATED) && !d.log().contains(SECRET), "a secret reached the log");
+    assert!(d.exited().is_none());
+}
+
+/// POST /control/stop: the same graceful shutdown as SIGTERM, of the whole
+/// daemon: health says 503 while an open transaction finishes, reload is
+/// refused, then the daemon exits 0 and both ports close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_shuts_the_daemon_down_gracefully() {
+    let mut d = Daemon::start("", "").await;
+    let db = fresh_db("adm_stop");
+    create_table(&db).await;
+    let c = d.connect(&db).await;
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+
+    let r = d.post("/api/v1/control/stop", Some(&token("admin"))).await;
+    assert_eq!((r.status, r.json()), (202, json!({"status": "stopping"})));
+    let start = Instant::now();
+    let health = loop {
+        let h = d.get("/api/v1/health", None).await;
+        if h.status == 503 {
+            break h;
+        }
+        assert!(start.elapsed() < DEADLINE, "health still {} after stop", h.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(health.json(), json!({"status": "unavailable", "reason": "shutting down"}));
+    assert_eq!(d.read("/api/v1/status").await["phase"], "draining");
+    assert_eq!(d.post("/api/v1/control/reload", Some(&token("admin"))).await.status, 503);
+    assert!(d.exited().is_none(), "exited with a transaction open; log:\n{}", d.log());
+
+    // The transaction finishes; then the daemon exits cleanly.
+    c.batch_execute("COMMIT").await.expect("COMMIT during drain");
+    let st = d.wait_exit().await;
+    assert!(st.success(), "exit status {st}; log:\n{}", d.log());
+    assert_eq!(row_count(&db).await, 1);
+    assert!(d.log().contains("stop requested through the admin API"), "{}", d.log());
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.is_err(), "proxy port still open");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", d.api)).await.is_err(), "admin port still open");
+}
+
+/// Scenario 59: a secret (from a file) under 32 bytes refuses to start,
+/// without printing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_secret_refuses_to_start() {
+    let mut d = Daemon::spawn("only-20-bytes-secret", cluster().primary.port, "", "");
+    let st = d.wait_exit().await;
+    assert!(!st.success());
+    let log = d.log();
+    assert!(log.contains("rest_api.jwt_secret_file: too short: at least 32 bytes"), "{log}");
+    assert!(!log.contains("only-20-bytes-secret"), "{log}");
+}
+
+/// `jwt_enabled: false`: no token needed (with a warning at start); health
+/// is 503 when no backend accepts connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_when_disabled_and_503_without_backends() {
+    let d = Daemon::start("", "  jwt_enabled: false").await;
+    assert_eq!(d.get("/api/v1/status", None).await.status, 200);
+    assert_eq!(d.post("/api/v1/control/reload", None).await.status, 200);
+    assert!(d.log().contains("without authentication"), "{}", d.log());
+    drop(d);
+
+    // A backend nobody listens on.
+    let mut d = Daemon::spawn(SECRET, free_port(), "", "");
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", d.api)).await.is_err() {
+        assert!(start.elapsed() < DEADLINE && d.exited().is_none(), "admin API did not start; log:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = d.get("/api/v1/health", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json(), json!({"status": "unavailable", "reason": "no backend accepts connections"}));
+    // The rest of the API works without backends.
+    assert_eq!(d.read("/api/v1/status").await["nodes_total"], 1);
+}
