@@ -4,6 +4,7 @@
 //! reload and stop, which take the same paths.
 
 mod demo;
+mod notify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -179,12 +180,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
     if let Some(d) = demo {
         d.print_banner(proxy.local_addrs());
     }
+    let notifier = notify::Notifier::from_env();
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
+    // Only now: a SIGHUP sent as soon as systemd sees READY=1 must find its handler.
+    notifier.ready();
+    notifier.status(&format!("serving on {:?}", proxy.local_addrs()));
     // First SIGTERM/SIGINT (or a REST stop): graceful. Second signal: immediate.
     // SIGHUP and the REST reload share one reload function.
     loop {
@@ -192,11 +197,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                notifier.reloading();
                 let _ = reload(&proxy, config_path.as_deref(), admin_state.as_deref());
+                notifier.ready();
             }
             Some(cmd) = control_rx.recv() => match cmd {
                 Command::Reload(reply) => {
+                    notifier.reloading();
                     let _ = reply.send(reload(&proxy, config_path.as_deref(), admin_state.as_deref()));
+                    notifier.ready();
                 }
                 Command::Stop => {
                     tracing::info!("stop requested through the admin API");
@@ -207,6 +216,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
     }
     // From here on, REST reload and stop answer 503.
     drop(control_rx);
+    notifier.stopping();
+    notifier.status("draining: waiting for transactions to finish");
     tracing::info!("shutting down: waiting for transactions to finish (send the signal again to stop now)");
     tokio::select! {
         _ = proxy.shutdown() => tracing::info!("shutdown complete"),

@@ -135,6 +135,7 @@ impl Session {
     /// any) clean or closed.
     // Not an `async fn`: that would keep the session twice in the future
     // (argument slot and local), and every idle client carries this future.
+    #[allow(clippy::manual_async_fn)]
     pub fn run(mut self) -> impl std::future::Future<Output = Result<Exit, Error>> {
         async move {
             let result = self.main_loop().await;
