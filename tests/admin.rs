@@ -772,3 +772,41 @@ async fn no_auth_when_disabled_and_503_without_backends() {
     // The rest of the API works without backends.
     assert_eq!(d.read("/api/v1/status").await["nodes_total"], 1);
 }
+
+/// Idle admin connections (no token is needed to open one) are closed after
+/// the idle timeout, and no more than 64 are served at once, so they cannot
+/// use up the daemon's file descriptors: meanwhile the proxy keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_are_bounded_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start("", "").await;
+    // A request that never finishes its headers.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", d.api)).await.unwrap();
+    stalled.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // 200 more connections that say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", d.api)).await.unwrap());
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.child.id())).unwrap().count();
+    assert!(fds < 150, "{fds} descriptors open in the daemon: the admin listener is not bounded");
+    // The proxy still serves meanwhile.
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname=postgres", d.port),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("proxy login while the admin port is flooded");
+    tokio::spawn(conn);
+    c.simple_query("SELECT 1").await.unwrap();
+    // The stalled request is closed by the server after the idle timeout.
+    let mut buf = [0u8; 64];
+    let n = within(Duration::from_secs(30), "the server closing an idle admin connection", stalled.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF, got {:?}", String::from_utf8_lossy(&buf[..n]));
+    drop(idle);
+    // Places free again: a normal request is served.
+    let h = within(Duration::from_secs(30), "health after the flood", d.get("/api/v1/health", None)).await;
+    assert_eq!(h.status, 200);
+}

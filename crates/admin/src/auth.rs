@@ -79,6 +79,9 @@ impl AuthSettings {
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 0;
         validation.validate_exp = true;
+        // jsonwebtoken accepts exp == now; RFC 7519 says the token has
+        // expired by then.
+        validation.reject_tokens_expiring_in_less_than = 1;
         validation.validate_nbf = true;
         validation.validate_aud = r.jwt_audience.is_some();
         if let Some(aud) = &r.jwt_audience {

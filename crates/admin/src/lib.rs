@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod error;
+mod listener;
 pub mod metrics;
 mod openapi;
 mod server;
