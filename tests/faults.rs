@@ -712,7 +712,8 @@ async fn terminate_while_server_waits_for_client_frees_the_server() {
 
 /// Two first logins for the same new database at the same moment get the
 /// same pool (a race once closed one of them under a client), and pools
-/// for databases nobody uses are forgotten.
+/// for databases nobody uses are forgotten — their counters are not: the
+/// process-wide totals never go down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
     let proxy = TestProxy::start(base_config()).await;
@@ -725,6 +726,8 @@ async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
         }
     }
     let pools = &proxy.handle.shared().pools;
+    let before = proxy.handle.snapshot().totals;
+    assert!(before.connects >= 30 && before.connect_failures >= 30, "{before:?}");
     wait_for("unused pools forgotten", || async {
         if pools.is_empty() {
             Ok(())
@@ -733,6 +736,11 @@ async fn concurrent_first_logins_share_a_pool_and_unused_pools_go() {
         }
     })
     .await;
+    let after = proxy.handle.snapshot().totals;
+    assert!(
+        after.connects >= before.connects && after.connect_failures >= before.connect_failures,
+        "totals went down when pools were forgotten: {before:?} -> {after:?}"
+    );
 }
 
 /// Raising pool_size by reload lets waiting clients in at once, first come

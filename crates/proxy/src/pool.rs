@@ -469,11 +469,29 @@ impl Drop for ServerGuard {
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
     settings: Arc<ArcSwap<PoolSettings>>,
+    /// Counters of pools that were forgotten or replaced, so process-wide
+    /// totals never go down.
+    pub retired: PoolStats,
 }
 
 impl Pools {
     pub fn new(settings: PoolSettings) -> Pools {
-        Pools { map: DashMap::new(), settings: Arc::new(ArcSwap::from_pointee(settings)) }
+        Pools {
+            map: DashMap::new(),
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
+            retired: PoolStats::default(),
+        }
+    }
+
+    /// Adds a pool's counters to `retired` as it leaves the map.
+    fn retire(&self, pool: &Pool) {
+        for (total, count) in [
+            (&self.retired.connects, &pool.stats.connects),
+            (&self.retired.connect_failures, &pool.stats.connect_failures),
+            (&self.retired.wait_timeouts, &pool.stats.wait_timeouts),
+        ] {
+            total.fetch_add(count.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     pub fn get_or_create(&self, key: PoolKey, host: &str, port: u16, login: ServerLogin) -> Arc<Pool> {
@@ -486,6 +504,7 @@ impl Pools {
                 }
                 let pool = Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login);
                 let old = e.insert(pool.clone());
+                self.retire(&old);
                 old.close();
                 pool
             }
@@ -523,7 +542,9 @@ impl Pools {
             .map(|e| e.key().clone())
             .collect();
         for key in unused {
-            self.map.remove_if(&key, |_, p| Arc::strong_count(p) == 1 && p.is_empty());
+            if let Some((_, p)) = self.map.remove_if(&key, |_, p| Arc::strong_count(p) == 1 && p.is_empty()) {
+                self.retire(&p);
+            }
         }
     }
 

@@ -121,6 +121,10 @@ impl Shared {
             clients_rejected: s.clients_rejected.load(Ordering::Relaxed),
             login_failures: s.login_failures.load(Ordering::Relaxed),
             transactions: s.transactions.load(Ordering::Relaxed),
+            // Forgotten pools' counts stay in the totals (counters never go down).
+            connects: self.pools.retired.connects.load(Ordering::Relaxed),
+            connect_failures: self.pools.retired.connect_failures.load(Ordering::Relaxed),
+            wait_timeouts: self.pools.retired.wait_timeouts.load(Ordering::Relaxed),
             ..Totals::default()
         };
         for p in &pools {
