@@ -269,6 +269,16 @@ fn try_reload(proxy: &ProxyHandle, path: Option<&Path>, admin: Option<&AdminStat
         }
         _ => None,
     };
+    // Turning authentication off needs a restart, like moving the listener:
+    // the check that allows it (loopback only) is about the new address,
+    // while the running listener keeps the old one.
+    let auth = auth.filter(|_| {
+        let keep = old.jwt_enabled && !new.jwt_enabled;
+        if keep {
+            tracing::warn!("rest_api.jwt_enabled: false needs a restart; the admin API keeps requiring tokens");
+        }
+        !keep
+    });
     proxy.reload(c).map_err(|e| ReloadError::other(e.to_string()))?;
     if let (Some(a), Some(auth)) = (admin, auth) {
         a.set_auth(auth);

@@ -665,6 +665,15 @@ async fn reload_applies_rejects_and_rotates_the_secret() {
     // A syntax error too.
     std::fs::write(&d.config, "pool_size: [\n").unwrap();
     assert_eq!(d.post("/api/v1/control/reload", Some(&admin)).await.status, 400);
+    // Turning authentication off needs a restart: the reload applies, tokens
+    // stay required.
+    let no_auth = good_yaml.replace("  jwt_max_ttl: 10m\n", "  jwt_max_ttl: 10m\n  jwt_enabled: false\n");
+    assert_ne!(no_auth, good_yaml);
+    std::fs::write(&d.config, &no_auth).unwrap();
+    let r = d.post("/api/v1/control/reload", Some(&admin)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(d.get("/api/v1/status", None).await.status, 401, "auth turned off by a reload");
+    assert!(d.log().contains("jwt_enabled: false needs a restart"), "{}", d.log());
 
     // SIGHUP takes the same path: counted with the REST reloads.
     std::fs::write(&d.config, good_yaml.replace("pool_size: 3", "pool_size: 4")).unwrap();
@@ -676,9 +685,9 @@ async fn reload_applies_rejects_and_rotates_the_secret() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = d.read("/api/v1/stats").await;
-    assert_eq!((stats["reloads"].as_u64(), stats["reload_failures"].as_u64()), (Some(2), Some(2)), "{stats}");
+    assert_eq!((stats["reloads"].as_u64(), stats["reload_failures"].as_u64()), (Some(3), Some(2)), "{stats}");
     let m = parse_metrics(&d.get("/metrics", None).await.body);
-    assert_eq!(metric(&m, "pgbalancer_reloads_total"), 2.0);
+    assert_eq!(metric(&m, "pgbalancer_reloads_total"), 3.0);
     assert_eq!(metric(&m, "pgbalancer_reload_failures_total"), 2.0);
 
     // Rotation: a new secret in the file, reload; old tokens fail now.

@@ -135,6 +135,16 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     if r.bind_address.trim().is_empty() {
         bad("rest_api.bind_address", "must not be empty".into());
     }
+    if r.enabled && !r.jwt_enabled && !is_loopback(&r.bind_address) {
+        bad(
+            "rest_api.jwt_enabled",
+            format!(
+                "false is only allowed with a loopback bind_address, not '{}': anyone who could reach the API \
+                 could reload or stop pgbalancer",
+                r.bind_address
+            ),
+        );
+    }
     if r.enabled && r.port != 0 && r.port == c.port {
         bad("rest_api.port", format!("same as port ({}); use a different port", c.port));
     }

@@ -347,6 +347,10 @@ fn validation_edge_cases() {
     );
     assert_eq!(one_problem("rest_api: {enabled: true}\n").key, "rest_api.jwt_secret");
     parse("rest_api: {enabled: true, jwt_enabled: false}\n").unwrap();
+    assert_eq!(
+        one_problem("rest_api: {enabled: true, jwt_enabled: false, bind_address: 0.0.0.0}\n").key,
+        "rest_api.jwt_enabled"
+    );
     parse("rest_api: {enabled: true, jwt_secret: {env: X}}\n").unwrap();
     assert_eq!(one_problem("server_password: {env: ''}\n").key, "server_password.env");
     assert_eq!(one_problem("server_password: {file: /a, env: B}\n").key, "server_password");
