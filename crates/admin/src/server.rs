@@ -1,7 +1,7 @@
 //! The HTTP server: routes, the token check, handlers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ struct Ctx {
     limiter: FailureLimiter,
     /// Last health verdict (backends reachable) and when it was taken.
     health: Mutex<Option<(Instant, bool)>>,
+    /// A health probe is running: others reuse the last verdict meanwhile
+    /// instead of probing the backends too.
+    probing: AtomicBool,
 }
 
 /// The running admin server.
@@ -73,6 +76,7 @@ impl AdminServer {
             control,
             limiter: FailureLimiter::new(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, AUTH_FAILURE_SOURCES),
             health: Mutex::new(None),
+            probing: AtomicBool::new(false),
         });
         let app = router(ctx);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -197,11 +201,25 @@ async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 async fn backends_reachable(ctx: &Ctx) -> bool {
-    if let Some((at, up)) = *ctx.health.lock().unwrap() {
+    let last = *ctx.health.lock().unwrap();
+    if let Some((at, up)) = last {
         if at.elapsed() < HEALTH_CACHE {
             return up;
         }
     }
+    // One probe at a time (once there is a verdict to fall back on).
+    if ctx.probing.swap(true, Ordering::AcqRel) {
+        if let Some((_, up)) = last {
+            return up;
+        }
+    }
+    struct Probing<'a>(&'a AtomicBool);
+    impl Drop for Probing<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _probing = Probing(&ctx.probing);
     let backends: Vec<(String, u16)> =
         ctx.proxy.config.load().backends.iter().map(|b| (b.host.clone(), b.port)).collect();
     let mut probes = JoinSet::new();
