@@ -236,7 +236,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
 /// secret is read anew: rotation); an invalid one is rejected, logged and
 /// returned, and the old config stays.
 fn reload(proxy: &ProxyHandle, path: Option<&Path>, admin: Option<&AdminState>) -> Result<(), ReloadError> {
-    let result = try_reload(proxy, path, admin);
+    // Reading the files blocks: let the runtime move this worker's other
+    // tasks elsewhere meanwhile (the runtime is always multi-threaded).
+    let result = tokio::task::block_in_place(|| try_reload(proxy, path, admin));
     if let Err(e) = &result {
         for line in e.error.lines() {
             tracing::error!("reload rejected, keeping the old config: {line}");
