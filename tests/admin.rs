@@ -19,7 +19,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -178,16 +178,7 @@ impl Daemon {
         let config = dir.path().join("pgbalancer.yml");
         std::fs::write(&config, daemon_yaml(port, api, backend, &secret_path, extra, rest_extra)).unwrap();
         let log = dir.path().join("pgbalancer.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgbalancer"))
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start pgbalancer");
+        let child = spawn_daemon(&config, &log, &[]);
         Daemon { child, port, api, config, secret: secret_path, log, status: None, _dir: dir }
     }
 

@@ -64,16 +64,7 @@ impl Daemon {
         let config = dir.path().join("pgbalancer.yml");
         std::fs::write(&config, yaml).unwrap();
         let log = dir.path().join("pgbalancer.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgbalancer"))
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start pgbalancer");
+        let child = spawn_daemon(&config, &log, &[]);
         Daemon { child, port, config, log, status: None, _dir: dir }
     }
 

@@ -15,10 +15,12 @@
 //!
 //! No sleeps: reads have deadlines, the daemon is killed by a Drop guard.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -184,17 +186,7 @@ fn daemon_notifies_ready_reloading_stopping() {
     );
     std::fs::write(&config, &yaml).unwrap();
     let log = dir.path().join("pgbalancer.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_pgbalancer"))
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start pgbalancer");
+    let child = common::spawn_daemon(&config, &log, &[("NOTIFY_SOCKET", notify_path.as_os_str())]);
     let pid = child.id();
     let mut daemon = Daemon(Some(child));
 

@@ -273,3 +273,22 @@ pub async fn leave(c: Raw, proxy: &TestProxy) {
     let stats = proxy.handle.stats();
     wait_until("no client pinned", || stats.pinned_clients() == 0).await;
 }
+
+/// Starts the real daemon: `pgbalancer --config CONFIG`, stderr (the log)
+/// into `log`, no colours, `RUST_LOG` unset, plus `env`.
+pub fn spawn_daemon(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbalancer"));
+    cmd.arg("--config").arg(config).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create daemon log"))
+        .spawn()
+        .expect("start pgbalancer")
+}
