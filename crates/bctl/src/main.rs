@@ -1,21 +1,56 @@
 //! bctl: the pgbalancer control CLI.
 //!
-//! This version has the commands that need no running daemon:
-//! `check-config` and `password-hash`. The REST-backed commands (status,
-//! nodes, pools, reload, token ...) come with the admin API.
+//! Offline commands: `check-config`, `password-hash`, `token`, `completions`.
+//! Commands that talk to a running daemon over its REST admin API (see
+//! docs/rest-api.md): `status`, `pools`, `stats`, `health`, `reload`, `stop`.
+//! Depends on `pgbalancer-config` only, never on the proxy or admin crates.
+
+mod http;
+mod render;
+mod token;
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pgbalancer_config::Config;
+use serde_json::Value;
+
+use token::Signer;
 
 #[derive(Parser, Debug)]
 #[command(name = "bctl", version, about = "Control pgbalancer")]
 struct Cli {
+    /// pgbalancer.yml: where the admin API listens (`rest_api`) and the JWT
+    /// secret to make tokens with.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A file holding the JWT secret (instead of the one in --config).
+    #[arg(long, global = true, value_name = "FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Admin API host (default: rest_api.bind_address of --config, else 127.0.0.1).
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Admin API port (default: rest_api.port of --config, else 8080).
+    #[arg(long, short = 'p', global = true)]
+    port: Option<u16>,
+    /// Bearer token for the admin API (visible to `ps`: prefer --token-file
+    /// or the BCTL_TOKEN environment variable, used when neither is given).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON as is instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Old form of `bctl token` (with --jwt-secret-file or --config).
+    #[arg(long, hide = true)]
+    generate_token: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -29,38 +64,291 @@ enum Command {
     /// is read from standard input (never from the command line, where
     /// `ps` would show it).
     PasswordHash,
+    /// Print an HS256 JWT for the admin API, signed with the secret of
+    /// --config (rest_api.jwt_secret / jwt_secret_file) or --jwt-secret-file.
+    Token(TokenArgs),
+    /// Daemon summary: version, uptime, pool mode, clients, servers.
+    Status,
+    /// Every pool with its counts.
+    Pools,
+    /// Process-wide totals and counters.
+    Stats,
+    /// Liveness: exit 0 when healthy, 1 otherwise.
+    Health,
+    /// Make the daemon re-read its config file (as SIGHUP).
+    Reload,
+    /// Gracefully stop the daemon (as SIGTERM).
+    Stop,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// `read` allows GET requests; `admin` allows everything.
+    #[arg(long, value_enum, default_value_t = Role::Read)]
+    role: Role,
+    /// Lifetime (e.g. 90s, 10m, 1h); at most the config's jwt_max_ttl.
+    /// Default: 10m, or jwt_max_ttl when that is shorter.
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+    /// `aud` claim (default: rest_api.jwt_audience).
+    #[arg(long)]
+    aud: Option<String>,
+    /// `iss` claim (default: rest_api.jwt_issuer).
+    #[arg(long)]
+    iss: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Read,
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    pgbalancer_config::units::parse_duration(s)
+}
+
+/// Default lifetime of `bctl token`, and of the tokens bctl makes for itself.
+const DEFAULT_TTL: Duration = Duration::from_secs(600);
+const SELF_TTL: Duration = Duration::from_secs(60);
+
+/// An error already worded for the user: printed as one line, exit 1.
+type Fail = String;
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(c) => {
-                for w in c.warnings() {
-                    eprintln!("warning: {}: {w}", file.display());
-                }
-                for w in Config::file_warnings(&file) {
-                    eprintln!("warning: {w}");
-                }
-                println!("OK: {}", file.display());
-                ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::CheckConfig { file }) => return check_config(file),
+        Some(Command::PasswordHash) => return password_hash(),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "bctl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Token(args)) => token_cmd(&cli, args),
+        None if cli.generate_token => token_cmd(&cli, &TokenArgs { role: Role::Read, ttl: None, aud: None, iss: None }),
+        None => {
+            let _ = Cli::command().print_help();
+            return ExitCode::FAILURE;
+        }
+        Some(cmd) => api_cmd(&cli, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bctl: {}", e.replace('\n', "; "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("warning: {}: {w}", file.display());
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+            for w in Config::file_warnings(file) {
+                eprintln!("warning: {w}");
             }
-        },
-        Command::PasswordHash => {
-            if std::io::stdin().is_terminal() {
-                eprintln!("password (input is echoed; pipe it in to avoid that):");
-            }
-            let mut line = String::new();
-            if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
-                eprintln!("bctl password-hash: no password on standard input");
-                return ExitCode::FAILURE;
-            }
-            let password = line.trim_end_matches(['\r', '\n']);
-            println!("{}", postgres_protocol::password::scram_sha_256(password.as_bytes()));
+            println!("OK: {}", file.display());
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn password_hash() -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (input is echoed; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+        eprintln!("bctl password-hash: no password on standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    println!("{}", postgres_protocol::password::scram_sha_256(password.as_bytes()));
+    ExitCode::SUCCESS
+}
+
+fn load_config(cli: &Cli) -> Result<Option<Config>, Fail> {
+    match &cli.config {
+        Some(f) => Config::load(f).map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// The signer from --jwt-secret-file (with the config's aud/iss/max_ttl when
+/// --config is given too), else from the config; `None` if neither has a secret.
+fn signer(cli: &Cli, config: Option<&Config>) -> Result<Option<Signer>, Fail> {
+    if let Some(file) = &cli.jwt_secret_file {
+        let mut s = Signer::from_secret_file(file)?;
+        if let Some(c) = config {
+            s.audience = c.rest_api.jwt_audience.clone();
+            s.issuer = c.rest_api.jwt_issuer.clone();
+            s.max_ttl = c.rest_api.jwt_max_ttl;
+        }
+        return Ok(Some(s));
+    }
+    match (config, &cli.config) {
+        (Some(c), Some(path)) => Signer::from_rest_api(&c.rest_api, path),
+        _ => Ok(None),
+    }
+}
+
+fn token_cmd(cli: &Cli, args: &TokenArgs) -> Result<ExitCode, Fail> {
+    let config = load_config(cli)?;
+    let Some(signer) = signer(cli, config.as_ref())? else {
+        return Err(match &cli.config {
+            Some(f) => format!("{}: rest_api has no jwt_secret or jwt_secret_file", f.display()),
+            None => "bctl token needs --config FILE or --jwt-secret-file FILE".into(),
+        });
+    };
+    let ttl = args.ttl.unwrap_or(DEFAULT_TTL.min(signer.max_ttl));
+    println!("{}", signer.mint(args.role.as_str(), ttl, args.aud.as_deref(), args.iss.as_deref())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the admin API is: --host/--port, else the config's rest_api block.
+fn endpoint(cli: &Cli, config: Option<&Config>) -> Result<(String, u16), Fail> {
+    let rest = config.map(|c| &c.rest_api);
+    if let (Some(r), Some(f), None) = (rest, &cli.config, cli.port) {
+        if !r.enabled {
+            return Err(format!("{}: rest_api.enabled is false: the daemon serves no admin API", f.display()));
+        }
+    }
+    let host = match (&cli.host, rest) {
+        (Some(h), _) => h.clone(),
+        // A wildcard bind address is reached on loopback.
+        (None, Some(r)) if r.bind_address == "0.0.0.0" || r.bind_address.is_empty() => "127.0.0.1".into(),
+        (None, Some(r)) if r.bind_address == "::" || r.bind_address == "[::]" => "::1".into(),
+        (None, Some(r)) => r.bind_address.clone(),
+        (None, None) => "127.0.0.1".into(),
+    };
+    let port = cli.port.or(rest.map(|r| r.port)).unwrap_or(8080);
+    Ok((host, port))
+}
+
+/// The bearer token: --token, --token-file, $BCTL_TOKEN, or one bctl makes
+/// with the config's secret (role `role`, 60 s). `None`: send none.
+fn bearer(cli: &Cli, config: Option<&Config>, role: Role) -> Result<Option<String>, Fail> {
+    if let Some(t) = &cli.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(f) = &cli.token_file {
+        let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(t) = std::env::var("BCTL_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if config.is_some_and(|c| !c.rest_api.jwt_enabled) {
+        return Ok(None);
+    }
+    match signer(cli, config)? {
+        Some(s) => Ok(Some(s.mint(role.as_str(), SELF_TTL.min(s.max_ttl), None, None)?)),
+        None => Ok(None),
+    }
+}
+
+fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
+    let (method, path, role) = match cmd {
+        Command::Status => ("GET", "/api/v1/status", Some(Role::Read)),
+        Command::Pools => ("GET", "/api/v1/pools", Some(Role::Read)),
+        Command::Stats => ("GET", "/api/v1/stats", Some(Role::Read)),
+        Command::Health => ("GET", "/api/v1/health", None),
+        Command::Reload => ("POST", "/api/v1/control/reload", Some(Role::Admin)),
+        Command::Stop => ("POST", "/api/v1/control/stop", Some(Role::Admin)),
+        _ => unreachable!("not an API command"),
+    };
+    let config = load_config(cli)?;
+    let (host, port) = endpoint(cli, config.as_ref())?;
+    let token = match role {
+        Some(r) => bearer(cli, config.as_ref(), r)?,
+        None => None,
+    };
+    let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let resp = http::request(&host, port, method, path, token.as_deref()).map_err(|e| match e {
+        http::Error::Connect(e) => format!("cannot reach the admin API at {shown}: {e}"),
+        http::Error::Exchange(e) => format!("bad answer from the admin API at {shown}: {e}"),
+    })?;
+    let json: Option<Value> = serde_json::from_str(&resp.body).ok();
+    // Health answers 503 with a JSON body that is its result, not an error.
+    if matches!(cmd, Command::Health) && matches!(resp.status, 200 | 503) {
+        if cli.json {
+            println!("{}", resp.body.trim_end());
+        } else {
+            println!("{}", render::health(json.as_ref().unwrap_or(&Value::Null)));
+        }
+        return Ok(if resp.status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(api_error(&resp, json.as_ref(), token.is_some()));
+    }
+    if cli.json {
+        println!("{}", resp.body.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v = json.ok_or_else(|| format!("the admin API answered {} with a body that is not JSON", resp.status))?;
+    let text = match cmd {
+        Command::Status => render::status(&v),
+        Command::Pools => render::pools(&v),
+        Command::Stats => render::stats(&v),
+        _ => v.get("status").and_then(Value::as_str).unwrap_or("ok").to_string(),
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line for a 4xx/5xx answer.
+fn api_error(resp: &http::Response, json: Option<&Value>, sent_token: bool) -> String {
+    let mut msg = match json.and_then(|v| v.get("error")).and_then(Value::as_str) {
+        Some(e) => e.to_string(),
+        None if resp.body.trim().is_empty() => "(no body)".to_string(),
+        None => resp.body.trim().chars().take(200).collect(),
+    };
+    if let Some(problems) = json.and_then(|v| v.get("problems")).and_then(Value::as_array) {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    p.get("key").and_then(Value::as_str).unwrap_or("?"),
+                    p.get("message").and_then(Value::as_str).unwrap_or("?")
+                )
+            })
+            .collect();
+        if !list.is_empty() {
+            msg = list.join("; ");
+        }
+    }
+    match resp.status {
+        401 if !sent_token => format!(
+            "the admin API needs a token (401): {msg} (give --token, BCTL_TOKEN, --token-file, or --config with the JWT secret)"
+        ),
+        401 => format!("the admin API refused the token (401): {msg}"),
+        403 => format!("the token's role does not allow this (403): {msg}"),
+        429 => format!(
+            "too many failed authentications from this address (429): {msg}{}",
+            resp.header("retry-after").map(|s| format!(" (retry after {s} s)")).unwrap_or_default()
+        ),
+        s => format!("the admin API answered {s}: {msg}"),
     }
 }

@@ -1,0 +1,224 @@
+//! bctl against the real daemon: the `pgbalancer` binary (built by
+//! `cargo test --workspace`) with its admin API enabled, in front of a real
+//! PostgreSQL from `pgcluster`. Waits are bounded polls; the daemon is
+//! killed by a Drop guard.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const SECRET: &str = "bctl-api-test-secret-0123456789abcdef-0123";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+fn pgbalancer_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_bctl")).with_file_name("pgbalancer");
+    assert!(
+        p.exists(),
+        "{} does not exist: build the workspace first (`cargo build --workspace`; `cargo test --workspace` builds it too)",
+        p.display()
+    );
+    p
+}
+
+struct Daemon {
+    child: Child,
+    api: u16,
+    config: PathBuf,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let bin = pgbalancer_bin();
+        let backend = pgcluster::shared().primary.port;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, api) = (free_port(), free_port());
+        let secret = dir.path().join("jwt.secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let config = dir.path().join("pgbalancer.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen_addresses: '127.0.0.1'\nport: {port}\npool_mode: session\nauth_type: trust\n\
+                 server_user: postgres\n\
+                 backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+                 workers: 1\nshutdown_timeout: 5s\n\
+                 rest_api:\n  enabled: true\n  port: {api}\n  bind_address: 127.0.0.1\n  \
+                 jwt_secret_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("pgbalancer.log");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pgbalancer");
+        let mut d = Daemon { child, api, config, log, status: None, _dir: dir };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = d.exited() {
+                panic!("pgbalancer exited during startup ({st}); log:\n{}", d.log());
+            }
+            if d.bctl(&["health"]).status.success() {
+                return d;
+            }
+            assert!(start.elapsed() < DEADLINE, "admin API not healthy; log:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// bctl with `--config FILE` and `args`.
+    fn bctl(&self, args: &[&str]) -> Output {
+        bctl().arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.exited() {
+                return st;
+            }
+            assert!(start.elapsed() < DEADLINE, "pgbalancer still running; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn bctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bctl"));
+    c.env_remove("BCTL_TOKEN");
+    c
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "bctl failed ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Exit 1 and one line on stderr, which is returned.
+fn fails(o: &Output) -> String {
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(o.status.code(), Some(1), "stdout: {} stderr: {err}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn bctl_drives_the_daemon() {
+    let mut d = Daemon::start();
+    let api = d.api.to_string();
+
+    // status --json: the API's JSON as is.
+    let status: Value = serde_json::from_str(&ok(&d.bctl(&["status", "--json"]))).expect("status --json is JSON");
+    assert_eq!(status["pool_mode"], "session", "{status}");
+    assert_eq!(status["clients"], 0, "{status}");
+    assert_eq!(status["phase"], "running", "{status}");
+    assert_eq!(status["nodes_total"], 1, "{status}");
+
+    // Tables.
+    let text = ok(&d.bctl(&["status"]));
+    assert!(text.contains("pool_mode:") && text.contains("session"), "{text}");
+    let text = ok(&d.bctl(&["pools"]));
+    assert!(text.contains("DATABASE") && text.contains("ACTIVE") && text.contains("IDLE"), "{text}");
+    assert!(text.contains("BACKEND") && text.contains("primary"), "{text}");
+    let text = ok(&d.bctl(&["stats"]));
+    assert!(text.contains("transactions:"), "{text}");
+    let stats: Value = serde_json::from_str(&ok(&d.bctl(&["stats", "--json"]))).unwrap();
+    assert!(stats["reloads"].is_u64(), "{stats}");
+
+    // health, no token needed.
+    let text = ok(&bctl().args(["--port", &api, "health"]).output().unwrap());
+    assert_eq!(text.trim(), "ok");
+
+    // A read token from `bctl token`: status yes, reload 403.
+    let read = ok(&d.bctl(&["token", "--role", "read"])).trim().to_string();
+    let out = bctl().args(["--port", &api, "--token", &read, "status", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["clients"], 0);
+    let err = fails(&bctl().args(["--port", &api, "--token", &read, "reload"]).output().unwrap());
+    assert!(err.contains("(403)"), "{err}");
+    // ... also through BCTL_TOKEN and --token-file.
+    let out = bctl().env("BCTL_TOKEN", &read).args(["--port", &api, "status"]).output().unwrap();
+    ok(&out);
+    let token_file = d._dir.path().join("token");
+    std::fs::write(&token_file, format!("{read}\n")).unwrap();
+    let err =
+        fails(&bctl().args(["--port", &api, "--token-file", token_file.to_str().unwrap(), "stop"]).output().unwrap());
+    assert!(err.contains("(403)"), "{err}");
+
+    // A bad token: 401; no token: 401 with a hint.
+    let err = fails(&bctl().args(["--port", &api, "--token", "not.a.jwt", "status"]).output().unwrap());
+    assert!(err.starts_with("bctl: the admin API refused the token (401): "), "{err}");
+    let err = fails(&bctl().args(["--port", &api, "pools"]).output().unwrap());
+    assert!(err.contains("(401)") && err.contains("--token"), "{err}");
+
+    // An admin token works for reload; so does the token bctl makes itself.
+    let admin = ok(&d.bctl(&["token", "--role", "admin", "--ttl", "2m"])).trim().to_string();
+    let text = ok(&bctl().args(["--port", &api, "--token", &admin, "reload"]).output().unwrap());
+    assert_eq!(text.trim(), "reloaded");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["reload", "--json"]))).unwrap();
+    assert_eq!(v["status"], "reloaded");
+    let stats: Value = serde_json::from_str(&ok(&d.bctl(&["stats", "--json"]))).unwrap();
+    assert_eq!(stats["reloads"], 2, "{stats}");
+
+    // A reload of an invalid file: 400 with the problem, exit 1.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good.replace("pool_mode: session", "pool_mode: sometimes")).unwrap();
+    let err = fails(&bctl().args(["--port", &api, "--token", &admin, "reload"]).output().unwrap());
+    assert!(err.contains("400") && err.contains("pool_mode"), "{err}");
+    std::fs::write(&d.config, good).unwrap();
+
+    // Nobody listening.
+    let closed = free_port().to_string();
+    let err = fails(&bctl().args(["--port", &closed, "--token", &admin, "status"]).output().unwrap());
+    assert!(err.contains(&format!("cannot reach the admin API at 127.0.0.1:{closed}: ")), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+
+    // stop: the daemon exits 0.
+    let text = ok(&d.bctl(&["stop"]));
+    assert_eq!(text.trim(), "stopping");
+    let st = d.wait_exit();
+    assert!(st.success(), "pgbalancer exited with {st}; log:\n{}", d.log());
+}
