@@ -148,10 +148,6 @@ async fn require_token(
         return next.run(req).await;
     }
     let ip = peer.ip();
-    if let Some(wait) = ctx.limiter.blocked(ip, Instant::now()) {
-        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return AdminError::RateLimited { retry_after_secs }.into_response();
-    }
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let verdict = match (values.next(), values.next()) {
         (_, Some(_)) => Err(AuthFailure::Invalid("more than one Authorization header".into())),
@@ -169,6 +165,13 @@ async fn require_token(
         .into_response(),
         Err(AuthFailure::NoRole) => AdminError::Forbidden(AuthFailure::NoRole.to_string()).into_response(),
         Err(AuthFailure::Invalid(why)) => {
+            // Only failures are limited: a valid token is served even from a
+            // source over its budget, so nobody sharing an address (every
+            // local user on loopback) can lock the operator out.
+            if let Some(wait) = ctx.limiter.blocked(ip, Instant::now()) {
+                let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return AdminError::RateLimited { retry_after_secs }.into_response();
+            }
             ctx.limiter.record_failure(ip, Instant::now());
             ctx.state.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %ip, reason = %why, path = req.uri().path(), "admin API: authentication failed");
