@@ -19,7 +19,8 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    AuthType, BackendConfig, BackendRole, Config, JwtAlgorithm, LogFormat, PoolMode, RestApiConfig, UserEntry,
+    AuthType, BackendConfig, BackendRole, Config, FollowPrimary, JwtAlgorithm, LoadBalance, LoadBalanceMode, LogFormat,
+    PoolMode, ReadYourWrites, RestApiConfig, TransactionRouting, UserEntry,
 };
 pub use secret::{SecretRef, REDACTED};
 pub use units::ByteSize;
@@ -91,6 +92,25 @@ impl Config {
             (Some(s), _) => s.resolve().map(Some),
             (None, Some(file)) => secret::read_secret_file(file).map(Some),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// How the health checker logs in: (user, password). `health_check_user`
+    /// with `health_check_password`; else `server_user` with its password;
+    /// else `postgres` with no password.
+    pub fn health_check_login(&self) -> Result<(String, Option<String>), ConfigError> {
+        match (&self.health_check_user, &self.server_user) {
+            (Some(u), _) => Ok((u.clone(), self.health_check_password.as_ref().map(|s| s.resolve()).transpose()?)),
+            (None, Some(u)) => {
+                let pw = match &self.health_check_password {
+                    Some(s) => Some(s.resolve()?),
+                    None => self.server_password()?,
+                };
+                Ok((u.clone(), pw))
+            }
+            (None, None) => {
+                Ok(("postgres".to_string(), self.health_check_password.as_ref().map(|s| s.resolve()).transpose()?))
+            }
         }
     }
 

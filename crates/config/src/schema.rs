@@ -77,7 +77,118 @@ pub struct Config {
     pub ssl_ca_cert: Option<PathBuf>,
     /// Seed key; `true` is rejected (TLS is not implemented yet).
     pub backend_encryption: bool,
+
+    // ------------------------------------------------------------ routing
+    /// Time between health checks of each backend; 0 = no checks (every
+    /// backend is taken as up, in its configured role).
+    #[serde(with = "crate::units::duration")]
+    pub health_check_period: Duration,
+    /// Connect, log in and answer the check query within this.
+    #[serde(with = "crate::units::duration")]
+    pub health_check_timeout: Duration,
+    /// Failed checks in a row, beyond the first, before a backend is down.
+    pub health_check_max_retries: u32,
+    /// Time before the next check after a failed one.
+    #[serde(with = "crate::units::duration")]
+    pub health_check_retry_delay: Duration,
+    /// Role the checker logs in as; unset = `server_user`, else `postgres`.
+    pub health_check_user: Option<String>,
+    /// Unset = `server_password` (when `health_check_user` is unset too).
+    pub health_check_password: Option<SecretRef>,
+    pub health_check_database: String,
+    /// Two backends both primary: refuse writes (`strict`) or write to the
+    /// first in config order (`first`).
+    pub follow_primary: FollowPrimary,
+    /// How long a client that needs the primary waits while no primary is
+    /// up (a failover in progress); 0 = fail at once.
+    #[serde(with = "crate::units::duration")]
+    pub failover_wait_timeout: Duration,
+    pub load_balance: LoadBalance,
+    pub load_balance_mode: LoadBalanceMode,
+    /// Whether the primary takes reads too (with its weight).
+    pub primary_reads: bool,
+    pub transaction_routing: TransactionRouting,
+    /// Ban a replica more than this many bytes of WAL behind; 0 = no limit.
+    pub max_lag_bytes: ByteSize,
+    /// Ban a replica whose replay is this far behind in time; 0 = no limit.
+    #[serde(with = "crate::units::duration")]
+    pub max_lag: Duration,
+    pub read_your_writes: ReadYourWrites,
+    /// `read_your_writes: primary`: how long after a write a client reads
+    /// from the primary.
+    #[serde(with = "crate::units::duration")]
+    pub read_your_writes_window: Duration,
+    /// Functions whose call makes a statement a write.
+    pub write_functions: Vec<String>,
+    /// When set, calls of any function not listed here (nor known to be
+    /// read-only) make a statement a write.
+    pub read_only_functions: Vec<String>,
+    /// `POST /api/v1/nodes/{id}/promote` may run `pg_promote()`.
+    pub allow_pg_promote: bool,
+
     pub rest_api: RestApiConfig,
+}
+
+/// What to do when more than one backend reports being primary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowPrimary {
+    /// Refuse writes until one primary is left (no split brain).
+    #[default]
+    Strict,
+    /// Write to the first of them in config order.
+    First,
+}
+
+/// How reads are spread over the nodes that may take them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalance {
+    /// Random, in proportion to `weight` (pgpool-II's way).
+    #[default]
+    WeightedRandom,
+    /// In turn, `weight` times each per round.
+    RoundRobin,
+    /// The node with the fewest queries in flight (per weight).
+    LeastOutstanding,
+    /// The node with the lowest moving average of response time, times
+    /// its queries in flight (per weight).
+    Latency,
+}
+
+/// When the read node is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadBalanceMode {
+    /// For each read transaction.
+    #[default]
+    Transaction,
+    /// Once per client session, kept while that node stays usable (pgpool-II).
+    Session,
+}
+
+/// Where an explicit read-write transaction runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionRouting {
+    /// On the primary.
+    #[default]
+    Primary,
+    /// Where its first statement after `BEGIN` would go: a transaction of
+    /// reads may run on a replica.
+    FirstStatement,
+}
+
+/// Read-your-writes after a client's write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    #[default]
+    Off,
+    /// That client's reads go to the primary for `read_your_writes_window`.
+    Primary,
+    /// That client's reads go only to nodes that replayed its last commit.
+    Lsn,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -239,6 +350,26 @@ impl Default for Config {
             ssl_key: None,
             ssl_ca_cert: None,
             backend_encryption: false,
+            health_check_period: Duration::from_secs(5),
+            health_check_timeout: Duration::from_secs(2),
+            health_check_max_retries: 1,
+            health_check_retry_delay: Duration::from_secs(1),
+            health_check_user: None,
+            health_check_password: None,
+            health_check_database: "postgres".to_string(),
+            follow_primary: FollowPrimary::Strict,
+            failover_wait_timeout: Duration::from_secs(30),
+            load_balance: LoadBalance::WeightedRandom,
+            load_balance_mode: LoadBalanceMode::Transaction,
+            primary_reads: true,
+            transaction_routing: TransactionRouting::Primary,
+            max_lag_bytes: ByteSize(0),
+            max_lag: Duration::ZERO,
+            read_your_writes: ReadYourWrites::Off,
+            read_your_writes_window: Duration::from_secs(5),
+            write_functions: Vec::new(),
+            read_only_functions: Vec::new(),
+            allow_pg_promote: false,
             rest_api: RestApiConfig::default(),
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{AuthType, BackendRole, ByteSize, Config, JwtAlgorithm, Problem, SecretRef};
+use crate::{AuthType, BackendRole, ByteSize, Config, JwtAlgorithm, Problem, ReadYourWrites, SecretRef};
 
 /// Upper bound for every duration key (keeps `Instant + Duration` far from overflow).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
@@ -106,6 +106,12 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         ("server_connect_timeout", c.server_connect_timeout),
         ("server_login_retry", c.server_login_retry),
         ("shutdown_timeout", c.shutdown_timeout),
+        ("health_check_period", c.health_check_period),
+        ("health_check_timeout", c.health_check_timeout),
+        ("health_check_retry_delay", c.health_check_retry_delay),
+        ("failover_wait_timeout", c.failover_wait_timeout),
+        ("max_lag", c.max_lag),
+        ("read_your_writes_window", c.read_your_writes_window),
     ];
     for (key, d) in durations {
         if d > MAX_DURATION {
@@ -114,6 +120,47 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     }
     if c.server_connect_timeout.is_zero() {
         bad("server_connect_timeout", "must be greater than 0".into());
+    }
+
+    if !c.health_check_period.is_zero() && c.health_check_timeout.is_zero() {
+        bad("health_check_timeout", "must be greater than 0 when health_check_period is set".into());
+    }
+    if c.health_check_period.is_zero() {
+        for (i, b) in c.backends.iter().enumerate() {
+            if b.role == BackendRole::Auto {
+                bad(
+                    &format!("backends[{i}].role"),
+                    "auto needs health checks to observe the role; set health_check_period above 0 or name the role"
+                        .into(),
+                );
+            }
+        }
+        if c.max_lag_bytes.bytes() > 0 || !c.max_lag.is_zero() {
+            bad("max_lag", "lag is measured by the health checks; set health_check_period above 0".into());
+        }
+        if c.read_your_writes == ReadYourWrites::Lsn {
+            bad(
+                "read_your_writes",
+                "lsn needs the replay positions the health checks read; set health_check_period above 0".into(),
+            );
+        }
+    }
+    if c.health_check_user.as_deref() == Some("") {
+        bad("health_check_user", "must not be empty (omit it for the default)".into());
+    }
+    if let Some(s) = &c.health_check_password {
+        check_secret(&mut bad, "health_check_password", s);
+    }
+    if c.health_check_database.trim().is_empty() {
+        bad("health_check_database", "must not be empty".into());
+    }
+    for (key, list) in [("write_functions", &c.write_functions), ("read_only_functions", &c.read_only_functions)] {
+        for (i, f) in list.iter().enumerate() {
+            let name = f.trim();
+            if name.is_empty() || name == "*" {
+                bad(&format!("{key}[{i}]"), "must name a function (a trailing * matches a prefix)".into());
+            }
+        }
     }
 
     let size = c.max_message_size.bytes();

@@ -176,6 +176,49 @@ fn enums_parse() {
 }
 
 #[test]
+fn routing_keys() {
+    let c = parse(
+        "load_balance: least_outstanding\nload_balance_mode: session\ntransaction_routing: first_statement\n\
+         read_your_writes: lsn\nfollow_primary: first\nmax_lag_bytes: 16MB\nmax_lag: 10s\n\
+         write_functions: [audit_*, public.f]\nprimary_reads: false\n",
+    )
+    .unwrap();
+    assert_eq!(c.load_balance, LoadBalance::LeastOutstanding);
+    assert_eq!(c.load_balance_mode, LoadBalanceMode::Session);
+    assert_eq!(c.transaction_routing, TransactionRouting::FirstStatement);
+    assert_eq!(c.read_your_writes, ReadYourWrites::Lsn);
+    assert_eq!(c.follow_primary, FollowPrimary::First);
+    assert_eq!(c.max_lag_bytes.bytes(), 16 << 20);
+    assert_eq!(c.max_lag, Duration::from_secs(10));
+    assert!(!c.primary_reads);
+    assert_eq!(parse("load_balance: ai\n").unwrap_err().to_string().contains("load_balance"), true);
+    // Without checks, nothing observes roles, lag or replay positions.
+    assert_eq!(
+        one_problem("health_check_period: 0\nbackends: [{host: a}, {host: b, role: auto}]\n").key,
+        "backends[1].role"
+    );
+    assert_eq!(one_problem("health_check_period: 0\nmax_lag: 5s\n").key, "max_lag");
+    assert_eq!(one_problem("health_check_period: 0\nread_your_writes: lsn\n").key, "read_your_writes");
+    parse("health_check_period: 0\nread_your_writes: primary\n").unwrap();
+    assert_eq!(one_problem("health_check_timeout: 0\n").key, "health_check_timeout");
+    assert_eq!(one_problem("write_functions: ['*']\n").key, "write_functions[0]");
+    assert_eq!(one_problem("read_only_functions: ['']\n").key, "read_only_functions[0]");
+    assert_eq!(one_problem("health_check_user: ''\n").key, "health_check_user");
+}
+
+#[test]
+fn health_check_login_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.health_check_login().unwrap(), ("postgres".to_string(), None));
+    let c = parse("server_user: pool\nserver_password: pw\n").unwrap();
+    assert_eq!(c.health_check_login().unwrap(), ("pool".to_string(), Some("pw".to_string())));
+    let c = parse("server_user: pool\nserver_password: pw\nhealth_check_user: mon\n").unwrap();
+    assert_eq!(c.health_check_login().unwrap(), ("mon".to_string(), None), "the server password is not lent");
+    let c = parse("health_check_user: mon\nhealth_check_password: x\n").unwrap();
+    assert_eq!(c.health_check_login().unwrap(), ("mon".to_string(), Some("x".to_string())));
+}
+
+#[test]
 fn duration_unit_forms_in_yaml() {
     let cases: [(&str, Duration); 9] = [
         ("0", Duration::ZERO),
