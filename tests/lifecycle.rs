@@ -605,7 +605,8 @@ async fn demo_mode_serves_and_cleans_up() {
     let cmd = connect.split("connect:").nth(1).unwrap().trim().to_owned();
     let out = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("{cmd} -X -At -c 'SELECT current_user, pg_is_in_recovery()'"))
+        // Reads may go to the demo's replica; the hint sends this one to the primary.
+        .arg(format!("{cmd} -X -At -c '/* pgbalancer: primary */ SELECT current_user, pg_is_in_recovery()'"))
         .env(
             "PATH",
             format!(

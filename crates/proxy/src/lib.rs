@@ -18,6 +18,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sql;
 pub mod stats;
+pub mod topology;
 mod users;
 
 pub use error::Error;
@@ -45,6 +46,10 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub(crate) users: ArcSwap<users::UserDb>,
     pub pools: pool::Pools,
+    /// The backends: roles, health, lag and the route table.
+    pub topology: topology::Topology,
+    /// Read/write classification with the configured function lists.
+    pub classifier: ArcSwap<sql::classify::Classifier>,
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Protocol-level prepared statements of transaction-mode clients.
     pub statements: prepared::Registry,

@@ -106,6 +106,11 @@ impl Pool {
         })
     }
 
+    /// How this pool's servers are logged in to.
+    pub fn login(&self) -> ServerLogin {
+        self.login.lock().unwrap().clone()
+    }
+
     pub fn set_login(&self, login: ServerLogin) {
         *self.login.lock().unwrap() = login;
     }

@@ -42,6 +42,10 @@ fn pool_settings(c: &Config) -> PoolSettings {
     }
 }
 
+fn classifier(c: &Config) -> crate::sql::classify::Classifier {
+    crate::sql::classify::Classifier::new(&c.write_functions, &c.read_only_functions)
+}
+
 impl ProxyHandle {
     /// Binds every listen address and starts serving.
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
@@ -62,6 +66,8 @@ impl ProxyHandle {
         let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let shared = Arc::new(Shared {
             pools: Pools::new(pool_settings(&config)),
+            topology: crate::topology::Topology::new(&config),
+            classifier: ArcSwap::from_pointee(classifier(&config)),
             cancels: CancelRegistry::new(config.server_connect_timeout),
             statements: crate::prepared::Registry::default(),
             config: ArcSwap::from_pointee(config),
@@ -74,6 +80,7 @@ impl ProxyHandle {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone())));
         }
         tasks.push(tokio::spawn(maintenance(shared.clone())));
+        tasks.push(tokio::spawn(crate::topology::health::run(shared.clone())));
         Ok(ProxyHandle { addrs, shared, phase: phase_tx, tasks })
     }
 
@@ -99,7 +106,16 @@ impl ProxyHandle {
         if old.listen_addresses != config.listen_addresses || old.port != config.port {
             tracing::warn!("listen_addresses and port changes need a restart; keeping the current listeners");
         }
+        let moved = old.backends.len() != config.backends.len()
+            || old.backends.iter().zip(&config.backends).any(|(a, b)| a.host != b.host || a.port != b.port);
+        if moved {
+            tracing::warn!(
+                "changes to the backend list (hosts, ports, order) need a restart; weights and roles apply now"
+            );
+        }
         self.shared.pools.set_settings(pool_settings(&config));
+        self.shared.topology.reconfigure(&config);
+        self.shared.classifier.store(Arc::new(classifier(&config)));
         self.shared.users.store(Arc::new(users));
         self.shared.config.store(Arc::new(config));
         tracing::info!("configuration reloaded");

@@ -4,13 +4,14 @@ pub mod conn;
 pub mod login;
 pub mod params;
 pub mod rewrite;
+pub mod route;
 pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgbalancer_config::{BackendRole, PoolMode};
+use pgbalancer_config::{Config, PoolMode};
 use tokio::net::TcpStream;
 
 use crate::error::{ClientError, Error};
@@ -18,6 +19,7 @@ use crate::pool::{PoolKey, ServerGuard};
 use crate::protocol::{sqlstate, write, TxStatus};
 use crate::server::{ServerLogin, ServerSecret};
 use crate::stats::ClientSlot;
+use crate::topology::NoNode;
 use crate::{Phase, Shared};
 use conn::ClientConn;
 use login::{Opening, ScramPass};
@@ -109,15 +111,20 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
 
     let mut params = ClientParams::from_startup(&msg);
     let config = shared.config.load();
-    let (backend_index, backend) = config
-        .backends
-        .iter()
-        .enumerate()
-        .find(|(_, b)| b.role == BackendRole::Primary)
-        .or_else(|| config.backends.iter().enumerate().next())
-        .expect("validated config has a backend");
+    let node = match login_node(shared, &config, &params).await {
+        Ok(n) => n,
+        Err(e) => {
+            let msg = match e {
+                NoNode::NoPrimary => "pgbalancer: no primary is available (failover_wait_timeout reached)",
+                NoNode::Conflict => "pgbalancer: more than one backend claims to be primary (follow_primary: strict)",
+            };
+            conn.fatal(sqlstate::CANNOT_CONNECT_NOW, msg).await;
+            return Err(ClientError::Protocol("no node for login").into());
+        }
+    };
+    let backend = &shared.topology.nodes()[node];
     let server_login = server_login(shared, &id.user, &id.database, scram.as_ref());
-    let key = PoolKey { database: id.database.clone(), user: id.user.clone(), backend: backend_index };
+    let key = PoolKey { database: id.database.clone(), user: id.user.clone(), backend: node };
     let pool = shared.pools.get_or_create(key, &backend.host, backend.port, server_login.clone());
     pool.set_login(server_login);
     let mode = config.pool_mode;
@@ -178,6 +185,38 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
     conn.flush().await?;
     Ok(Some(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel }))
+}
+
+/// The node a client logs in on. Session mode: its node for life — the
+/// primary, or a read node when the client asks for one
+/// (`-c pgbalancer.role=replica`). Transaction mode: only proves the login
+/// and learns parameters, so any node will do, the primary first.
+async fn login_node(shared: &Shared, config: &Config, params: &ClientParams) -> Result<usize, NoNode> {
+    let topology = &shared.topology;
+    if !topology.routed() {
+        return Ok(0);
+    }
+    let reader = || {
+        let table = topology.table();
+        topology.picker.pick(config.load_balance, &table, topology.nodes(), |_| true)
+    };
+    let hint = params.get(route::ROLE_SETTING).and_then(route::hint_word);
+    if config.pool_mode == PoolMode::Session {
+        if hint == Some(route::Hint::Replica) {
+            if let Some(n) = reader() {
+                return Ok(n);
+            }
+        }
+        return topology.wait_primary(config.failover_wait_timeout).await;
+    }
+    match topology.primary() {
+        Ok(n) => Ok(n),
+        Err(e) => match reader() {
+            Some(n) => Ok(n),
+            None if e == NoNode::Conflict => Err(e),
+            None => topology.wait_primary(config.failover_wait_timeout).await,
+        },
+    }
 }
 
 /// How to log in to servers for this client: `server_user` with

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::conn::ClientConn;
 use super::params::ClientParams;
 use super::rewrite::{self, Answer, Batch, Handled, Note, Reply, Rewriter};
+use super::route::{Need, Router};
 use crate::cancel::{CancelTarget, Registration};
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
@@ -53,7 +54,7 @@ pub struct Session {
     pub mode: PoolMode,
     pub phase: watch::Receiver<Phase>,
     /// What the server still owes this client.
-    flow: Flow<Note>,
+    pub(super) flow: Flow<Note>,
     /// The client sent Terminate while replies were owed: answer them, then
     /// close.
     terminating: bool,
@@ -63,9 +64,9 @@ pub struct Session {
     /// statement names are mapped (fixed for the session's life).
     rewrite: bool,
     /// The client's protocol-level statements (when `rewrite`).
-    statements: ClientStatements,
+    pub(super) statements: ClientStatements,
     /// Transaction/statement mode: why the client keeps its server.
-    pin: Option<PinReason>,
+    pub(super) pin: Option<PinReason>,
     /// Settings the client changed on its current server, read back before
     /// the server is released.
     capture: Vec<String>,
@@ -79,6 +80,12 @@ pub struct Session {
     /// edited on its way to the client.
     send_buf: BytesMut,
     recv_buf: BytesMut,
+    /// Read/write routing (transaction and statement mode, more than one
+    /// node); None otherwise.
+    pub(super) router: Option<Box<Router>>,
+    /// A batch that needs the primary waits until the read batch the
+    /// client holds a replica for has finished.
+    pub(super) hold: bool,
 }
 
 /// What woke the session up.
@@ -106,6 +113,11 @@ impl Session {
             (c.pool_mode, c.max_prepared_statements)
         };
         let phase = shared.phase.clone();
+        let router = (mode != PoolMode::Session && shared.topology.routed()).then(|| {
+            let mut pools = vec![None; shared.topology.nodes().len()];
+            pools[pool.key.backend] = Some(pool.clone());
+            Box::new(Router { pools, ..Router::default() })
+        });
         Session {
             shared,
             client,
@@ -128,6 +140,8 @@ impl Session {
             variant: Vec::new(),
             send_buf: BytesMut::new(),
             recv_buf: BytesMut::new(),
+            router,
+            hold: false,
         }
     }
 
@@ -156,14 +170,19 @@ impl Session {
                 if self.flow.owes_nothing() || self.flow.server_waits_for_client() {
                     return Ok(Exit::ClientLeft);
                 }
-            } else if !self.client.read_buf.is_empty() {
+            } else if !self.client.read_buf.is_empty() && !self.holding() {
                 if let Some(exit) = self.forward_client().await? {
                     return Ok(exit);
                 }
             }
+            let holding = self.holding();
             let waiting_on_client = self.flow.owes_nothing() && !self.flow.in_copy_in();
             let tx = match &mut self.link {
                 Link::Linked(g) => g.conn().tx_status,
+                // A held-back BEGIN: the client is in a transaction.
+                Link::Idle if self.router.as_ref().is_some_and(|r| r.deferred_begin.is_some()) => {
+                    TxStatus::InTransaction
+                }
                 Link::Idle => TxStatus::Idle,
             };
             let phase = *self.phase.borrow();
@@ -184,7 +203,14 @@ impl Session {
             };
             let wake = {
                 let Session { client, link, phase, read_hint, .. } = self;
-                let client_read = client.fill(*read_hint);
+                let client_read = async {
+                    if holding {
+                        // Leave the client's bytes in its socket meanwhile.
+                        std::future::pending().await
+                    } else {
+                        client.fill(*read_hint).await
+                    }
+                };
                 let server_read = async {
                     match link {
                         Link::Linked(g) => g.conn().fill().await,
@@ -261,6 +287,10 @@ impl Session {
             }
             end += h.total_len;
         }
+        if end > 0 && self.must_hold(end) {
+            self.hold = true;
+            return Ok(None);
+        }
         if end > 0 {
             let batch = self.client.read_buf.split_to(end);
             self.client.shrink_if_drained();
@@ -296,6 +326,13 @@ impl Session {
             (c.log_statement, c.max_prepared_statements as usize)
         };
         let pooled = self.mode != PoolMode::Session;
+        let mut need = Need::Primary;
+        if matches!(self.link, Link::Idle) && self.router.is_some() {
+            match self.route_idle_batch(src).await? {
+                super::route::Routed::Answered => return Ok(Ok(())),
+                super::route::Routed::Need(n) => need = n,
+            }
+        }
         let mut out = std::mem::take(&mut self.send_buf);
         let mut batch = Batch::new(src, &mut out);
         let mut off = 0;
@@ -338,7 +375,7 @@ impl Session {
                 rewrite::close(&mut self.statements, &mut self.flow, &mut batch, at, fin);
                 continue;
             }
-            if let Err(exit) = self.ensure_linked().await {
+            if let Err(exit) = self.ensure_linked(need).await? {
                 return Ok(Err(exit));
             }
             let Link::Linked(guard) = &mut self.link else { unreachable!("linked just now") };
@@ -516,8 +553,21 @@ impl Session {
 
     /// Makes sure the client holds a server, taking one from the pool and
     /// bringing its parameters in line. On failure the client has been told.
-    async fn ensure_linked(&mut self) -> Result<(), Exit> {
-        if matches!(self.link, Link::Idle) {
+    async fn ensure_linked(&mut self, need: Need) -> Result<Result<(), Exit>, Error> {
+        if !matches!(self.link, Link::Idle) {
+            return Ok(Ok(()));
+        }
+        if self.router.is_some() {
+            if let Err(exit) = self.link_routed(need).await {
+                return Ok(Err(exit));
+            }
+            if let Err(e) = self.run_deferred_begin().await {
+                self.server_lost().await;
+                return Err(e);
+            }
+            return Ok(Ok(()));
+        }
+        {
             let wait = self.shared.config.load().query_wait_timeout;
             match link_server(&self.pool, &mut self.params, wait).await {
                 Ok(mut guard) => {
@@ -528,11 +578,11 @@ impl Session {
                 Err(e) => {
                     let (code, msg) = link_error_message(&e);
                     self.client.fatal(code, &msg).await;
-                    return Err(Exit::Closed);
+                    return Ok(Err(Exit::Closed));
                 }
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Streams what the server sent to the client, in one write, and
@@ -694,9 +744,23 @@ impl Session {
             clean = Box::pin(capture_settings(conn, &mut self.params, &self.capture)).await;
             self.capture.clear();
         }
+        let mut wrote_lsn = None;
+        if clean && self.wants_commit_lsn() {
+            let conn = guard.conn();
+            match Box::pin(conn.query_row("SELECT pg_catalog.pg_current_wal_insert_lsn()")).await {
+                Ok(Ok(row)) => {
+                    wrote_lsn = row.first().and_then(|v| v.as_deref()).and_then(crate::topology::health::parse_lsn)
+                }
+                _ => clean = false,
+            }
+            // Unknown: the client's reads go to the primary until the
+            // next write tells.
+            wrote_lsn = wrote_lsn.or(Some(u64::MAX));
+        }
         guard.set_clean(clean);
         self.cancel.slot.clear().await;
         drop(guard);
+        self.end_exchange(wrote_lsn);
         self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -714,6 +778,7 @@ impl Session {
             let bytes = conn.take(end);
             mid_message = conn.mid_message();
             drop(guard);
+            self.end_exchange(None);
             let _ = self.client.write_all(&bytes).await;
         }
         // Cut inside a message, the client could not frame anything more:
@@ -725,6 +790,7 @@ impl Session {
 
     /// Leaves the server connection clean (session mode reset) or closes it.
     async fn finish(&mut self) {
+        self.end_exchange(None);
         let Link::Linked(mut guard) = std::mem::replace(&mut self.link, Link::Idle) else { return };
         self.cancel.slot.clear_now();
         let idle = {
