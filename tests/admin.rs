@@ -7,7 +7,10 @@
 //! /status), every way a token can fail (scenarios 51, 53, 55, 56, 58),
 //! roles (57), the per-source limiter (60), refusal of a short secret (59),
 //! reload with a changed pool size, an invalid file and a rotated secret
-//! (62), and stop. Each test has its own daemon; within a test, requests
+//! (62), and stop. The node endpoints run against the shared cluster's
+//! primary and replica (roles observed, detach/attach checked against each
+//! node's own pg_stat_statements, 403/404/409), and pg_promote() against a
+//! cluster of the test's own. Each test has its own daemon; within a test, requests
 //! that must fail come from their own loopback address (127.0.0.x), so they
 //! do not trip the per-source limiter for the checks after them.
 //!
@@ -130,20 +133,34 @@ fn daemon_yaml(
     extra: &str,
     rest_extra: &str,
 ) -> String {
+    let backends = format!("  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n");
+    daemon_yaml_with(port, api_port, &backends, &app_verifier(), secret_file, extra, rest_extra)
+}
+
+/// [`daemon_yaml`] with the `backends:` entries given as YAML and `app`'s
+/// verifier from the cluster the backends belong to.
+fn daemon_yaml_with(
+    port: u16,
+    api_port: u16,
+    backends: &str,
+    verifier: &str,
+    secret_file: &std::path::Path,
+    extra: &str,
+    rest_extra: &str,
+) -> String {
     format!(
         "listen_addresses: '127.0.0.1'\n\
          port: {port}\n\
          pool_mode: transaction\n\
          auth_type: scram-sha-256\n\
          users:\n  - name: app\n    password: '{verifier}'\n\
-         backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+         backends:\n{backends}\
          workers: 2\n\
          shutdown_timeout: 10s\n\
          {extra}\n\
          rest_api:\n  enabled: true\n  port: {api_port}\n  bind_address: 127.0.0.1\n  \
          jwt_secret_file: {secret}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n\
          {rest_extra}\n",
-        verifier = app_verifier(),
         secret = secret_file.display(),
     )
 }
@@ -171,12 +188,33 @@ impl Daemon {
     /// Starts pgbalancer with [`daemon_yaml`] in front of `backend`, `secret`
     /// in the secret file; does not wait.
     fn spawn(secret: &str, backend: u16, extra: &str, rest_extra: &str) -> Daemon {
+        Daemon::spawn_yaml(secret, |port, api, secret_path| {
+            daemon_yaml(port, api, backend, secret_path, extra, rest_extra)
+        })
+    }
+
+    /// Starts pgbalancer in front of `nodes` (ports on 127.0.0.1, `role:
+    /// auto`, in this order), `app` logging in with `verifier`, and waits
+    /// until health says 200.
+    async fn start_nodes(nodes: &[u16], verifier: &str, extra: &str) -> Daemon {
+        let backends: String =
+            nodes.iter().map(|p| format!("  - host: 127.0.0.1\n    port: {p}\n    role: auto\n")).collect();
+        let mut d = Daemon::spawn_yaml(SECRET, |port, api, secret_path| {
+            daemon_yaml_with(port, api, &backends, verifier, secret_path, extra, "")
+        });
+        d.wait_healthy().await;
+        d
+    }
+
+    /// Starts pgbalancer with the YAML `yaml(port, api_port, secret_file)`
+    /// makes, `secret` in the secret file; does not wait.
+    fn spawn_yaml(secret: &str, yaml: impl FnOnce(u16, u16, &std::path::Path) -> String) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, api) = (free_port(), free_port());
         let secret_path = dir.path().join("jwt.secret");
         std::fs::write(&secret_path, format!("{secret}\n")).unwrap();
         let config = dir.path().join("pgbalancer.yml");
-        std::fs::write(&config, daemon_yaml(port, api, backend, &secret_path, extra, rest_extra)).unwrap();
+        std::fs::write(&config, yaml(port, api, &secret_path)).unwrap();
         let log = dir.path().join("pgbalancer.log");
         let child = spawn_daemon(&config, &log, &[]);
         Daemon { child, port, api, config, secret: secret_path, log, status: None, _dir: dir }
@@ -245,6 +283,27 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("connect through the daemon: {e}\nlog:\n{}", self.log()));
         tokio::spawn(conn);
         c
+    }
+
+    /// `GET /api/v1/nodes` (read token), polled until `cond` holds for its
+    /// `nodes` array.
+    async fn wait_nodes(&self, what: &str, cond: impl Fn(&[Value]) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.read("/api/v1/nodes").await;
+            if cond(v["nodes"].as_array().expect("nodes array")) {
+                return v;
+            }
+            assert!(start.elapsed() < DEADLINE, "{what}: nodes are {v}\nlog:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// POST with an admin token; asserts 200 and returns the JSON.
+    async fn control(&self, path: &str) -> Value {
+        let r = self.post(path, Some(&token("admin"))).await;
+        assert_eq!(r.status, 200, "POST {path}: {}\nlog:\n{}", r.body, self.log());
+        r.json()
     }
 
     /// The pool of `app` on `db`, polled until `cond` holds for it and for
@@ -366,7 +425,16 @@ async fn public_endpoints_and_401_without_token() {
     assert_eq!(doc.status, 200);
     let doc = doc.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for p in ["/api/v1/status", "/api/v1/pools", "/api/v1/stats", "/api/v1/control/reload", "/api/v1/control/stop"] {
+    for p in [
+        "/api/v1/status",
+        "/api/v1/pools",
+        "/api/v1/stats",
+        "/api/v1/nodes",
+        "/api/v1/nodes/{id}",
+        "/api/v1/nodes/{id}/promote",
+        "/api/v1/control/reload",
+        "/api/v1/control/stop",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }
 
@@ -544,6 +612,8 @@ async fn pools_status_and_metrics_match_reality() {
     assert_eq!(status["clients"], 0, "{status}");
     assert_eq!(status["pool_mode"], "transaction");
     assert_eq!(status["nodes_total"], 1);
+    assert_eq!(status["nodes_up"], 1, "one backend, no checks: up");
+    assert_eq!(status["write_target"], 0);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["phase"], "running");
 
@@ -812,4 +882,357 @@ async fn idle_admin_connections_are_bounded_and_closed() {
     // Places free again: a normal request is served.
     let h = within(Duration::from_secs(30), "health after the flood", d.get("/api/v1/health", None)).await;
     assert_eq!(h.status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// Nodes: a primary and a replica
+// ---------------------------------------------------------------------------
+
+/// Daemon settings for the node tests: health checks every 200 ms (with a
+/// generous timeout, so a busy machine does not mark a node down), and a
+/// write with no primary fails at once instead of waiting.
+const NODE_EXTRA: &str = "health_check_period: 200ms\nhealth_check_timeout: 10s\nfailover_wait_timeout: 0s";
+
+/// Both nodes checked: up, with the observed roles primary and replica.
+fn roles_observed(n: &[Value]) -> bool {
+    n.len() == 2
+        && n.iter().all(|n| n["health"] == "up")
+        && n[0]["observed_role"] == "primary"
+        && n[1]["observed_role"] == "replica"
+}
+
+/// Waits until `node` of the shared cluster has database `db` (it is
+/// created on the primary and streamed).
+async fn wait_db_on(node: &pgcluster::Node, db: &str) {
+    let c = cluster();
+    let start = Instant::now();
+    let sql = format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'");
+    while c.psql(node, "postgres", &sql).ok().as_deref() != Some("1") {
+        assert!(start.elapsed() < DEADLINE, "database {db} did not reach {}", node.name);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls of statements like `pattern` in `db` on `node`, as that node's
+/// pg_stat_statements counts them (a statement is counted before its
+/// result reaches the client).
+fn statement_calls(node: &pgcluster::Node, db: &str, pattern: &str) -> u64 {
+    let c = cluster();
+    c.psql(
+        node,
+        "postgres",
+        &format!(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = '{db}' AND s.query LIKE '{pattern}'"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("pg_stat_statements on {}: {e}", node.name))
+    .parse()
+    .expect("a count")
+}
+
+/// `SELECT inet_server_port()` `n` times through `c`, each its own
+/// transaction: the port of the node that ran each.
+async fn read_ports(c: &Client, n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        ports.push(one(c, "SELECT inet_server_port()").await.expect("read through pgbalancer").parse().unwrap());
+    }
+    ports
+}
+
+fn counter_of(v: &Value, id: usize, key: &str) -> u64 {
+    v["nodes"][id][key].as_u64().unwrap_or_else(|| panic!("nodes[{id}].{key} in {v}"))
+}
+
+/// GET /nodes reports both nodes with their observed roles after the first
+/// check; detach takes a replica's reads away (PostgreSQL's own counts on
+/// each node agree), attach brings them back; /status and /metrics agree
+/// with /nodes; detaching the write target says that writes now wait for a
+/// primary, and they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_roles_and_detach_moves_reads() {
+    let c = cluster();
+    let (primary, replica) = (&c.primary, &c.replicas[0]);
+    let (pport, rport) = (primary.port, replica.port);
+    let db = fresh_db("adm_nodes");
+    wait_db_on(replica, &db).await;
+    let d = Daemon::start_nodes(&[pport, rport], &app_verifier(), &format!("{NODE_EXTRA}\nprimary_reads: false")).await;
+
+    let v = d.wait_nodes("both nodes checked", roles_observed).await;
+    assert_eq!((v["write_target"].as_u64(), v["writes"].as_str()), (Some(0), Some("ok")), "{v}");
+    assert_eq!(v["health_checks"], true, "{v}");
+    assert!(v["forced_primary"].is_null(), "{v}");
+    for (i, n) in v["nodes"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(n["id"], i, "{n}");
+        assert_eq!(n["host"], "127.0.0.1", "{n}");
+        assert_eq!(n["port"], [pport, rport][i], "{n}");
+        assert_eq!(n["configured_role"], "auto", "{n}");
+        assert_eq!(n["role"], n["observed_role"], "{n}");
+        assert_eq!(n["state"], "up", "{n}");
+        assert_eq!(n["detached"], false, "{n}");
+        assert_eq!(n["weight"], 1, "{n}");
+        assert_eq!(n["banned"], false, "{n}");
+        assert!(n["ban_reason"].is_null() && n["last_error"].is_null(), "{n}");
+        assert!(n["checks"].as_u64().unwrap() >= 1, "{n}");
+        assert_eq!(n["check_failures"], 0, "{n}");
+        assert!(n["lag_bytes"].is_u64() && n["lag_seconds"].is_f64(), "{n}");
+    }
+    // primary_reads: false: the primary takes the writes, the replica the reads.
+    assert_eq!(
+        (v["nodes"][0]["write_target"].as_bool(), v["nodes"][0]["takes_reads"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (v["nodes"][1]["write_target"].as_bool(), v["nodes"][1]["takes_reads"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let one_node = d.read("/api/v1/nodes/1").await;
+    for key in
+        ["id", "host", "port", "role", "observed_role", "configured_role", "state", "takes_reads", "write_target"]
+    {
+        assert_eq!(one_node[key], v["nodes"][1][key], "{key}: {one_node}");
+    }
+    let status = d.read("/api/v1/status").await;
+    assert_eq!((status["nodes_total"].as_u64(), status["nodes_up"].as_u64()), (Some(2), Some(2)), "{status}");
+    assert_eq!((status["nodes_detached"].as_u64(), status["write_target"].as_u64()), (Some(0), Some(0)), "{status}");
+
+    // Reads go to the replica.
+    const N: usize = 10;
+    let pattern = "SELECT inet_server_port()%";
+    let client = d.connect(&db).await;
+    let before = d.read("/api/v1/nodes").await;
+    assert!(read_ports(&client, N).await.iter().all(|&p| p == rport), "reads must go to the replica");
+    assert_eq!(statement_calls(replica, &db, pattern), N as u64, "the replica's own count");
+    assert_eq!(statement_calls(primary, &db, pattern), 0, "the primary's own count");
+    let after = d.read("/api/v1/nodes").await;
+    assert_eq!(counter_of(&after, 1, "reads_routed") - counter_of(&before, 1, "reads_routed"), N as u64, "{after}");
+    assert_eq!(counter_of(&after, 0, "reads_routed"), counter_of(&before, 0, "reads_routed"), "{after}");
+
+    // Detach the replica: it takes no reads; they fall back to the primary.
+    let r = d.control("/api/v1/nodes/1/detach").await;
+    assert_eq!(r["status"], "detached", "{r}");
+    assert_eq!((r["node"]["detached"].as_bool(), r["node"]["takes_reads"].as_bool()), (Some(true), Some(false)), "{r}");
+    assert_eq!(r["node"]["state"], "detached", "{r}");
+    assert!(r.get("warning").is_none(), "detaching a replica is no warning: {r}");
+    assert_eq!(r["write_target"], 0, "{r}");
+    let status = d.read("/api/v1/status").await;
+    assert_eq!((status["nodes_up"].as_u64(), status["nodes_detached"].as_u64()), (Some(1), Some(1)), "{status}");
+    let before = d.read("/api/v1/nodes").await;
+    assert!(read_ports(&client, N).await.iter().all(|&p| p == pport), "reads must leave a detached node");
+    assert_eq!(statement_calls(replica, &db, pattern), N as u64, "the detached replica ran more reads");
+    assert_eq!(statement_calls(primary, &db, pattern), N as u64, "the primary's own count");
+    let after = d.read("/api/v1/nodes").await;
+    assert_eq!(counter_of(&after, 1, "reads_routed"), counter_of(&before, 1, "reads_routed"), "{after}");
+    assert_eq!(after["nodes"][1]["detached"], true, "{after}");
+    // Still checked while detached.
+    assert_eq!(after["nodes"][1]["health"], "up", "{after}");
+
+    // Attach it: reads come back.
+    let r = d.control("/api/v1/nodes/1/attach").await;
+    assert_eq!(r["status"], "attached", "{r}");
+    assert_eq!((r["node"]["detached"].as_bool(), r["node"]["takes_reads"].as_bool()), (Some(false), Some(true)), "{r}");
+    assert!(read_ports(&client, N).await.iter().all(|&p| p == rport), "reads must come back to an attached replica");
+    assert_eq!(statement_calls(replica, &db, pattern), 2 * N as u64);
+    assert_eq!(statement_calls(primary, &db, pattern), N as u64);
+
+    // /metrics agrees with /nodes (nothing is routed meanwhile).
+    let v = d.read("/api/v1/nodes").await;
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    for (i, port) in [(0usize, pport), (1, rport)] {
+        let l = format!("node=\"{i}\",address=\"127.0.0.1:{port}\"");
+        assert_eq!(metric(&m, &format!("pgbalancer_node_up{{{l}}}")), 1.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_detached{{{l}}}")), 0.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_write_target{{{l}}}")), if i == 0 { 1.0 } else { 0.0 });
+        let role = ["primary", "replica"][i];
+        assert_eq!(metric(&m, &format!("pgbalancer_node_role{{{l},role=\"{role}\"}}")), 1.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_role{{{l},role=\"unknown\"}}")), 0.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_banned{{{l}}}")), 0.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_outstanding{{{l}}}")), 0.0);
+        for (series, key) in [("reads", "reads_routed"), ("writes", "writes_routed"), ("bans", "bans")] {
+            assert_eq!(
+                metric(&m, &format!("pgbalancer_node_{series}_total{{{l}}}")),
+                counter_of(&v, i, key) as f64,
+                "{series} of node {i}"
+            );
+        }
+        assert!(metric(&m, &format!("pgbalancer_node_checks_total{{{l}}}")) >= 1.0);
+        assert_eq!(metric(&m, &format!("pgbalancer_node_check_failures_total{{{l}}}")), 0.0);
+        assert!(metric(&m, &format!("pgbalancer_node_lag_bytes{{{l}}}")) >= 0.0);
+        assert!(metric(&m, &format!("pgbalancer_node_lag_seconds{{{l}}}")) >= 0.0);
+        assert!(metric(&m, &format!("pgbalancer_node_ewma_latency_seconds{{{l}}}")) >= 0.0);
+    }
+    assert!(
+        metric(&m, &format!("pgbalancer_node_reads_total{{node=\"1\",address=\"127.0.0.1:{rport}\"}}"))
+            >= 2.0 * N as f64
+    );
+
+    // Detach the write target: allowed, and the answer says writes wait.
+    let r = d.control("/api/v1/nodes/0/detach").await;
+    let warning = r["warning"].as_str().unwrap_or_else(|| panic!("no warning: {r}"));
+    assert!(warning.contains("writes now wait for a primary"), "{warning}");
+    assert_eq!((r["writes"].as_str(), r["write_target"].is_null()), (Some("no_primary"), true), "{r}");
+    assert!(d.read("/api/v1/status").await["write_target"].is_null());
+    // They do (failover_wait_timeout: 0s: at once); reads still work.
+    let writer = d.connect(&db).await;
+    let err = writer.batch_execute("CREATE TABLE t (a int)").await.expect_err("a write with no primary");
+    assert!(
+        err.to_string().contains("no primary is available") || format!("{err:?}").contains("no primary is available"),
+        "{err:?}"
+    );
+    assert!(read_ports(&client, 3).await.iter().all(|&p| p == rport));
+    // Attach it again: it is the write target again.
+    let r = d.control("/api/v1/nodes/0/attach").await;
+    assert_eq!((r["writes"].as_str(), r["write_target"].as_u64()), (Some("ok"), Some(0)), "{r}");
+    let writer = d.connect(&db).await;
+    writer.batch_execute("CREATE TABLE t (a int)").await.expect("a write once the primary is attached");
+    let port = one(&writer, "INSERT INTO t VALUES (1) RETURNING inet_server_port()").await.unwrap();
+    assert_eq!(port, pport.to_string());
+}
+
+/// Node control needs an admin token (403 for `read`), unknown ids are
+/// 404, promoting a replica without `allow_pg_promote` is 409 and changes
+/// nothing, promoting a detached node is 409, promoting the primary pins
+/// it as the write target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_control_roles_unknown_ids_and_refused_promote() {
+    let c = cluster();
+    let (pport, rport) = (c.primary.port, c.replicas[0].port);
+    let d = Daemon::start_nodes(&[pport, rport], &app_verifier(), NODE_EXTRA).await;
+    d.wait_nodes("both nodes checked", roles_observed).await;
+
+    let read = token("read");
+    for verb in ["attach", "detach", "promote"] {
+        let r = d.post(&format!("/api/v1/nodes/1/{verb}"), Some(&read)).await;
+        assert_eq!(r.status, 403, "{verb}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("needs role 'admin'"), "{}", r.body);
+    }
+    assert_eq!(d.get("/api/v1/nodes/1", Some(&read)).await.status, 200);
+    let v = d.read("/api/v1/nodes").await;
+    assert_eq!(v["nodes"][1]["detached"], false, "a 403 changed something: {v}");
+
+    let admin = token("admin");
+    for id in ["2", "99", "abc", "-1", "1x", "18446744073709551616"] {
+        let r = d.get(&format!("/api/v1/nodes/{id}"), Some(&read)).await;
+        assert_eq!(r.status, 404, "GET node {id}: {}", r.body);
+        assert_eq!(r.json()["error"], format!("no node {id}: node ids are 0 to 1"));
+        for verb in ["attach", "detach", "promote"] {
+            let r = d.post(&format!("/api/v1/nodes/{id}/{verb}"), Some(&admin)).await;
+            assert_eq!(r.status, 404, "{verb} node {id}: {}", r.body);
+            assert!(r.json()["error"].as_str().unwrap().starts_with("no node "), "{}", r.body);
+        }
+    }
+
+    // A replica is not made the write target (allow_pg_promote is false).
+    let r = d.post("/api/v1/nodes/1/promote", Some(&admin)).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("is a replica") && err.contains("allow_pg_promote: true"), "{err}");
+    let v = d.read("/api/v1/nodes").await;
+    assert_eq!((v["write_target"].as_u64(), v["forced_primary"].is_null()), (Some(0), true), "{v}");
+    // Nor a detached node.
+    d.control("/api/v1/nodes/1/detach").await;
+    let r = d.post("/api/v1/nodes/1/promote", Some(&admin)).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("is detached"), "{}", r.body);
+    // Detaching twice is fine and says so.
+    let r = d.control("/api/v1/nodes/1/detach").await;
+    assert!(r["message"].as_str().unwrap().contains("already detached"), "{r}");
+    d.control("/api/v1/nodes/1/attach").await;
+
+    // The primary can be pinned as the write target (no pg_promote).
+    let r = d.control("/api/v1/nodes/0/promote").await;
+    assert_eq!(r["status"], "promoted", "{r}");
+    assert_eq!((r["pg_promote"].as_bool(), r["forced_primary"].as_u64()), (Some(false), Some(0)), "{r}");
+    assert_eq!((r["write_target"].as_u64(), r["previous_write_target"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(r["node"]["write_target"], true, "{r}");
+}
+
+/// `allow_pg_promote: true` on a cluster of its own (the shared one must
+/// keep its roles): promote runs pg_promote() on the replica, which leaves
+/// recovery, and writes through pgbalancer go to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_runs_pg_promote_when_allowed() {
+    let own = tokio::task::spawn_blocking(|| {
+        let c = pgcluster::Cluster::start(pgcluster::ClusterOptions { replicas: 1, ..Default::default() })
+            .unwrap_or_else(|e| panic!("start a cluster of this test's own: {e}"));
+        c.create_role(APP_USER, APP_PASSWORD).expect("create role app");
+        c.create_database("promo", APP_USER).expect("create database promo");
+        c.psql(&c.primary, "promo", "CREATE TABLE t (a int); ALTER TABLE t OWNER TO app").expect("create t");
+        c
+    })
+    .await
+    .unwrap();
+    let (primary, replica) = (&own.primary, &own.replicas[0]);
+    // The table must be on the replica before it is promoted.
+    let start = Instant::now();
+    while own.psql(replica, "promo", "SELECT count(*) FROM pg_class WHERE relname = 't'").ok().as_deref() != Some("1") {
+        assert!(start.elapsed() < DEADLINE, "table t did not reach the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let verifier = own.psql(primary, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").unwrap();
+    let d =
+        Daemon::start_nodes(&[primary.port, replica.port], &verifier, &format!("{NODE_EXTRA}\nallow_pg_promote: true"))
+            .await;
+    d.wait_nodes("both nodes checked", roles_observed).await;
+
+    let r = d.control("/api/v1/nodes/1/promote").await;
+    assert_eq!((r["status"].as_str(), r["pg_promote"].as_bool()), (Some("promoted"), Some(true)), "{r}");
+    assert_eq!((r["write_target"].as_u64(), r["forced_primary"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(r["previous_write_target"], 0, "{r}");
+    assert_eq!(
+        own.psql(replica, "postgres", "SELECT pg_is_in_recovery()").unwrap(),
+        "f",
+        "the replica is still in recovery"
+    );
+    // The checks see it as a primary now; writes go to it (the operator's
+    // word beats the old primary's claim).
+    d.wait_nodes("node 1 observed as primary", |n| n[1]["observed_role"] == "primary").await;
+    let writer = d.connect("promo").await;
+    let port =
+        one(&writer, "INSERT INTO t VALUES (1) RETURNING inet_server_port()").await.expect("write after promote");
+    assert_eq!(port, replica.port.to_string());
+    assert_eq!(own.psql(replica, "promo", "SELECT count(*) FROM t").unwrap(), "1");
+    assert_eq!(own.psql(primary, "promo", "SELECT count(*) FROM t").unwrap(), "0");
+    // Promoting it again: it already is the write target.
+    let r = d.control("/api/v1/nodes/1/promote").await;
+    assert_eq!(r["pg_promote"], false, "{r}");
+    drop(d);
+}
+
+/// A checker whose login is refused: the nodes count as up with an unknown
+/// role and the refusal as `last_error`; nothing is the write target; a
+/// promote asks the node itself, fails the same way, and says so (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_checker_leaves_roles_unknown_and_promote_says_why() {
+    let c = cluster();
+    let (pport, rport) = (c.primary.port, c.replicas[0].port);
+    let d = Daemon::start_nodes(
+        &[pport, rport],
+        &app_verifier(),
+        &format!("{NODE_EXTRA}\nhealth_check_user: no_such_checker\nhealth_check_password: nope"),
+    )
+    .await;
+    let v = d
+        .wait_nodes("both checks refused", |n| {
+            n.iter().all(|n| n["health"] == "up" && n["checks"].as_u64() >= Some(1) && n["last_error"].is_string())
+        })
+        .await;
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!((n["observed_role"].as_str(), n["role"].as_str()), (Some("unknown"), Some("unknown")), "{n}");
+        assert!(n["last_error"].as_str().unwrap().contains("no_such_checker"), "{n}");
+        assert_eq!(n["check_failures"], 0, "a refused check is not a failed one: {n}");
+    }
+    assert_eq!((v["writes"].as_str(), v["write_target"].is_null()), (Some("no_primary"), true), "{v}");
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert_eq!(
+        metric(&m, &format!("pgbalancer_node_role{{node=\"1\",address=\"127.0.0.1:{rport}\",role=\"unknown\"}}")),
+        1.0
+    );
+
+    let r = d.post("/api/v1/nodes/0/promote", Some(&token("admin"))).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("cannot ask whether it is in recovery") && err.contains("no_such_checker"), "{err}");
+    assert!(d.read("/api/v1/nodes").await["forced_primary"].is_null());
 }

@@ -70,8 +70,26 @@ pub enum AdminError {
     Unavailable(String),
     #[error("not found")]
     NotFound,
+    /// 404: a node id that is not configured.
+    #[error("no node {id}: {}", node_range(*.count))]
+    NoSuchNode { id: String, count: usize },
+    /// 409: the request contradicts the state of the cluster (promoting a
+    /// replica without `allow_pg_promote`, a detached or down node).
+    #[error("{0}")]
+    Conflict(String),
+    /// 502: a backend did not do what was asked (`pg_promote()` failed).
+    #[error("{0}")]
+    Backend(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+}
+
+fn node_range(count: usize) -> String {
+    match count {
+        0 => "no nodes are configured".to_string(),
+        1 => "the only node is 0".to_string(),
+        n => format!("node ids are 0 to {}", n - 1),
+    }
 }
 
 #[derive(Serialize)]
@@ -90,7 +108,9 @@ impl AdminError {
             AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AdminError::Reload(_) => StatusCode::BAD_REQUEST,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::NotFound => StatusCode::NOT_FOUND,
+            AdminError::NotFound | AdminError::NoSuchNode { .. } => StatusCode::NOT_FOUND,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Backend(_) => StatusCode::BAD_GATEWAY,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

@@ -6,10 +6,14 @@
 //! counter of clients ever accepted is `pgbalancer_client_connections_total`
 //! (a `pgbalancer_clients_total` counter would belong to a family named
 //! `pgbalancer_clients`, the gauge of clients connected now).
+//!
+//! Per-node series carry `node` (the id, the backend's position in the
+//! config) and `address` (`host:port`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use pgbalancer_proxy::snapshot::Snapshot;
+use pgbalancer_proxy::snapshot::{NodeSnapshot, Snapshot};
+use pgbalancer_proxy::topology::{Ban, Health, Role};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,6 +45,99 @@ fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     let c: Counter<u64, AtomicU64> = Counter::default();
     c.inc_by(v);
     r.register(name, help, c);
+}
+
+fn node_labels(n: &NodeSnapshot) -> Labels {
+    let address =
+        if n.host.contains(':') { format!("[{}]:{}", n.host, n.port) } else { format!("{}:{}", n.host, n.port) };
+    vec![("node".to_string(), n.id.to_string()), ("address".to_string(), address)]
+}
+
+type IntGauges = Family<Labels, Gauge<i64, AtomicI64>>;
+type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
+type Counters = Family<Labels, Counter<u64, AtomicU64>>;
+
+/// A gauge family with one series per node.
+fn node_gauge(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    nodes: &[NodeSnapshot],
+    v: impl Fn(&NodeSnapshot) -> i64,
+) {
+    let f = IntGauges::default();
+    for n in nodes {
+        f.get_or_create(&node_labels(n)).set(v(n));
+    }
+    match unit {
+        Some(u) => r.register_with_unit(name, help, u, f),
+        None => r.register(name, help, f),
+    }
+}
+
+/// A counter family (`name` without `_total`) with one series per node.
+fn node_counter(r: &mut Registry, name: &str, help: &str, nodes: &[NodeSnapshot], v: impl Fn(&NodeSnapshot) -> u64) {
+    let f = Counters::default();
+    for n in nodes {
+        f.get_or_create(&node_labels(n)).inc_by(v(n));
+    }
+    r.register(name, help, f);
+}
+
+fn nodes(r: &mut Registry, nodes: &[NodeSnapshot]) {
+    let flag = |b: bool| i64::from(b);
+    node_gauge(r, "node_up", "Whether the node's last health check passed (or checks are off)", None, nodes, |n| {
+        flag(n.health == Health::Up)
+    });
+    node_gauge(r, "node_detached", "Whether the node was detached by the operator", None, nodes, |n| flag(n.detached));
+    let roles = IntGauges::default();
+    for n in nodes {
+        for role in [Role::Primary, Role::Replica, Role::Unknown] {
+            let mut labels = node_labels(n);
+            labels.push(("role".to_string(), role.as_str().to_string()));
+            roles.get_or_create(&labels).set(flag(n.role == role));
+        }
+    }
+    r.register(
+        "node_role",
+        "The node's role (observed, or configured until checked): 1 for the series of its role",
+        roles,
+    );
+    node_gauge(r, "node_write_target", "Whether writes go to this node now", None, nodes, |n| flag(n.write_target));
+    node_gauge(r, "node_takes_reads", "Whether this node is among the read targets now", None, nodes, |n| {
+        flag(n.takes_reads)
+    });
+    node_gauge(r, "node_banned", "Whether the node is banned from reads for replication lag", None, nodes, |n| {
+        flag(n.ban != Ban::None)
+    });
+    node_gauge(r, "node_lag", "WAL the replica is behind the primary (last check)", Some(Unit::Bytes), nodes, |n| {
+        i64::try_from(n.lag_bytes).unwrap_or(i64::MAX)
+    });
+    node_gauge(r, "node_outstanding", "Transactions routed to the node and not finished", None, nodes, |n| {
+        i64::from(n.outstanding)
+    });
+    let lag = FloatGauges::default();
+    let latency = FloatGauges::default();
+    for n in nodes {
+        lag.get_or_create(&node_labels(n)).set(n.lag.as_secs_f64());
+        latency.get_or_create(&node_labels(n)).set(n.ewma_latency.map_or(0.0, |d| d.as_secs_f64()));
+    }
+    r.register_with_unit("node_lag", "How far the replica's replay is behind (last check)", Unit::Seconds, lag);
+    r.register_with_unit(
+        "node_ewma_latency",
+        "Moving average of the response time of work routed to the node (0 before the first)",
+        Unit::Seconds,
+        latency,
+    );
+    node_counter(r, "node_reads", "Transactions routed to the node as reads", nodes, |n| n.reads);
+    node_counter(r, "node_writes", "Transactions routed to the node because they needed the primary", nodes, |n| {
+        n.writes
+    });
+    node_counter(r, "node_bans", "Times the node was banned from reads for lag", nodes, |n| n.bans);
+    node_counter(r, "node_downs", "Times the node went down", nodes, |n| n.downs);
+    node_counter(r, "node_checks", "Health checks of the node", nodes, |n| n.checks);
+    node_counter(r, "node_check_failures", "Health checks of the node that failed", nodes, |n| n.check_failures);
 }
 
 /// Renders every metric.
@@ -80,6 +177,7 @@ pub fn render(s: &Snapshot, a: &AdminCounters) -> String {
     let up: Gauge<i64, AtomicI64> = Gauge::default();
     up.set(i64::try_from(a.uptime_seconds).unwrap_or(i64::MAX));
     r.register_with_unit("uptime", "Time since the daemon started", Unit::Seconds, up);
+    nodes(&mut r, &s.nodes);
     let mut out = String::new();
     encode(&mut out, &r).expect("writing to a String cannot fail");
     out
@@ -88,9 +186,40 @@ pub fn render(s: &Snapshot, a: &AdminCounters) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgbalancer_config::PoolMode;
-    use pgbalancer_proxy::snapshot::Totals;
+    use std::time::Duration;
+
+    use pgbalancer_config::{BackendRole, PoolMode};
+    use pgbalancer_proxy::snapshot::{RoutingSnapshot, Totals};
+    use pgbalancer_proxy::topology::Primary;
     use pgbalancer_proxy::Phase;
+
+    fn node(id: usize, role: Role) -> NodeSnapshot {
+        NodeSnapshot {
+            id,
+            host: "10.0.0.1".into(),
+            port: 5432 + id as u16,
+            configured_role: BackendRole::Auto,
+            observed_role: role,
+            role,
+            health: Health::Up,
+            detached: false,
+            weight: 1,
+            write_target: role == Role::Primary,
+            takes_reads: role == Role::Replica,
+            lag_bytes: 0,
+            lag: Duration::ZERO,
+            ban: Ban::None,
+            ewma_latency: None,
+            outstanding: 0,
+            reads: 0,
+            writes: 0,
+            bans: 0,
+            downs: 0,
+            checks: 0,
+            check_failures: 0,
+            last_error: None,
+        }
+    }
 
     #[test]
     fn names_types_and_values() {
@@ -100,6 +229,23 @@ mod tests {
             pool_size: 10,
             backends: Vec::new(),
             pools: Vec::new(),
+            nodes: vec![
+                NodeSnapshot { writes: 11, outstanding: 2, checks: 5, ..node(0, Role::Primary) },
+                NodeSnapshot {
+                    reads: 30,
+                    lag_bytes: 4096,
+                    lag: Duration::from_millis(1500),
+                    ban: Ban::LagBytes,
+                    bans: 1,
+                    downs: 2,
+                    check_failures: 3,
+                    ewma_latency: Some(Duration::from_micros(2500)),
+                    takes_reads: false,
+                    ..node(1, Role::Replica)
+                },
+                NodeSnapshot { health: Health::Down, detached: true, takes_reads: false, ..node(2, Role::Unknown) },
+            ],
+            routing: RoutingSnapshot { primary: Primary::Node(0), forced_primary: None, health_checks: true },
             totals: Totals {
                 clients: 3,
                 pinned_clients: 1,
@@ -127,6 +273,30 @@ mod tests {
             "pgbalancer_api_auth_failures_total 4",
             "# UNIT pgbalancer_uptime_seconds seconds",
             "pgbalancer_uptime_seconds 9",
+            "# TYPE pgbalancer_node_up gauge",
+            "pgbalancer_node_up{node=\"0\",address=\"10.0.0.1:5432\"} 1",
+            "pgbalancer_node_up{node=\"2\",address=\"10.0.0.1:5434\"} 0",
+            "pgbalancer_node_detached{node=\"2\",address=\"10.0.0.1:5434\"} 1",
+            "pgbalancer_node_role{node=\"0\",address=\"10.0.0.1:5432\",role=\"primary\"} 1",
+            "pgbalancer_node_role{node=\"0\",address=\"10.0.0.1:5432\",role=\"replica\"} 0",
+            "pgbalancer_node_role{node=\"1\",address=\"10.0.0.1:5433\",role=\"replica\"} 1",
+            "pgbalancer_node_role{node=\"2\",address=\"10.0.0.1:5434\",role=\"unknown\"} 1",
+            "pgbalancer_node_write_target{node=\"0\",address=\"10.0.0.1:5432\"} 1",
+            "pgbalancer_node_write_target{node=\"1\",address=\"10.0.0.1:5433\"} 0",
+            "pgbalancer_node_banned{node=\"1\",address=\"10.0.0.1:5433\"} 1",
+            "# UNIT pgbalancer_node_lag_bytes bytes",
+            "pgbalancer_node_lag_bytes{node=\"1\",address=\"10.0.0.1:5433\"} 4096",
+            "# UNIT pgbalancer_node_lag_seconds seconds",
+            "pgbalancer_node_lag_seconds{node=\"1\",address=\"10.0.0.1:5433\"} 1.5",
+            "pgbalancer_node_ewma_latency_seconds{node=\"1\",address=\"10.0.0.1:5433\"} 0.0025",
+            "pgbalancer_node_outstanding{node=\"0\",address=\"10.0.0.1:5432\"} 2",
+            "# TYPE pgbalancer_node_reads counter",
+            "pgbalancer_node_reads_total{node=\"1\",address=\"10.0.0.1:5433\"} 30",
+            "pgbalancer_node_writes_total{node=\"0\",address=\"10.0.0.1:5432\"} 11",
+            "pgbalancer_node_bans_total{node=\"1\",address=\"10.0.0.1:5433\"} 1",
+            "pgbalancer_node_downs_total{node=\"1\",address=\"10.0.0.1:5433\"} 2",
+            "pgbalancer_node_checks_total{node=\"0\",address=\"10.0.0.1:5432\"} 5",
+            "pgbalancer_node_check_failures_total{node=\"1\",address=\"10.0.0.1:5433\"} 3",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -35,8 +35,94 @@ fn int(description: &str) -> Value {
     json!({"type": "integer", "minimum": 0, "description": description})
 }
 
+fn num(description: &str) -> Value {
+    json!({"type": "number", "minimum": 0, "description": description})
+}
+
+fn node_id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "description": "Node id: the backend's position in the config (0, 1, ...)",
+            "schema": {"type": "integer", "minimum": 0}}])
+}
+
+/// A node-control operation (attach, detach, promote).
+fn node_op(summary: &str, extra: &[(&str, Value)]) -> Value {
+    let mut responses =
+        map(&[("200", ok_json("Done", "NodeControl")), ("404", error_response("No node with this id"))]);
+    for (k, v) in extra {
+        responses.insert(k.to_string(), v.clone());
+    }
+    let mut o = op(summary, guarded(responses), true);
+    o["parameters"] = node_id_param();
+    o
+}
+
+fn node_schema() -> Value {
+    let role = |d: &str| json!({"type": "string", "enum": ["primary", "replica", "unknown"], "description": d});
+    json!({
+        "type": "object",
+        "required": ["id", "host", "port", "role", "observed_role", "configured_role", "health", "detached", "state", "weight",
+                     "write_target", "takes_reads", "lag_bytes", "lag_seconds", "banned", "ban_reason", "ewma_latency_seconds",
+                     "outstanding", "reads_routed", "writes_routed", "bans", "downs", "checks", "check_failures", "last_error"],
+        "properties": {
+            "id": int("Position in the config's backends"),
+            "host": {"type": "string"},
+            "port": int("Port"),
+            "role": role("The role routing uses: observed, or configured until a check tells"),
+            "observed_role": role("What pg_is_in_recovery() said at the last check (unknown before it; with checks off, the configured role)"),
+            "configured_role": {"type": "string", "enum": ["primary", "replica", "auto"]},
+            "health": {"type": "string", "enum": ["up", "down", "unknown"], "description": "From the health checks (up when checks are off)"},
+            "detached": {"type": "boolean", "description": "Taken out of service by the operator"},
+            "state": {"type": "string", "enum": ["up", "down", "unknown", "detached", "banned"],
+                      "description": "detached, else down, else banned (up but lagging), else health"},
+            "weight": int("Read weight"),
+            "write_target": {"type": "boolean", "description": "Writes go here now"},
+            "takes_reads": {"type": "boolean", "description": "Among the read targets now"},
+            "lag_bytes": int("WAL bytes behind the primary at the last check (0 for the primary)"),
+            "lag_seconds": num("Replay delay at the last check (0 for the primary)"),
+            "banned": {"type": "boolean", "description": "Banned from reads for lag"},
+            "ban_reason": {"type": "string", "nullable": true},
+            "ewma_latency_seconds": {"type": "number", "nullable": true, "description": "Moving average of response time; null before the first sample"},
+            "outstanding": int("Transactions routed here and not finished"),
+            "reads_routed": int("Transactions routed here as reads, ever"),
+            "writes_routed": int("Transactions routed here as writes, ever"),
+            "bans": int("Times banned for lag"),
+            "downs": int("Times it went down"),
+            "checks": int("Health checks run"),
+            "check_failures": int("Health checks failed"),
+            "last_error": {"type": "string", "nullable": true, "description": "Why the last check failed or was refused; null after a passing one"},
+        }
+    })
+}
+
+/// Where writes go (part of the node list and of node-control answers).
+fn routing_properties() -> Value {
+    json!({
+        "write_target": {"type": "integer", "minimum": 0, "nullable": true, "description": "The node writes go to; null when none"},
+        "writes": {"type": "string", "enum": ["ok", "no_primary", "conflict"],
+                   "description": "no_primary: writes wait for one (failover_wait_timeout); conflict: refused (follow_primary: strict)"},
+        "forced_primary": {"type": "integer", "minimum": 0, "nullable": true, "description": "The node made the write target by promote"},
+        "health_checks": {"type": "boolean", "description": "Whether health checks run"},
+    })
+}
+
 /// The document.
 pub fn openapi_document() -> Value {
+    let mut nodes_props = routing_properties();
+    nodes_props["nodes"] = json!({"type": "array", "items": {"$ref": "#/components/schemas/Node"}});
+    let mut control_props = routing_properties();
+    control_props["status"] = json!({"type": "string", "enum": ["attached", "detached", "promoted"]});
+    control_props["message"] = json!({"type": "string", "description": "What happened, in words"});
+    control_props["warning"] = json!({"type": "string", "description": "detach of the write target: where writes go now (e.g. they wait for a primary)"});
+    control_props["pg_promote"] = json!({"type": "boolean", "description": "promote: whether pg_promote() was run"});
+    control_props["previous_write_target"] =
+        json!({"type": "integer", "minimum": 0, "nullable": true, "description": "promote: the write target before"});
+    control_props["node"] = json!({"$ref": "#/components/schemas/Node"});
+    let mut node_get = op(
+        "One node",
+        guarded(map(&[("200", ok_json("The node", "Node")), ("404", error_response("No node with this id"))])),
+        true,
+    );
+    node_get["parameters"] = node_id_param();
     let servers = json!({
         "type": "object",
         "required": ["active", "idle", "connecting", "total"],
@@ -67,6 +153,18 @@ pub fn openapi_document() -> Value {
                 guarded(map(&[("200", ok_json("Pools", "Pools"))])), true)},
             "/api/v1/stats": {"get": op("Process-wide totals and counters",
                 guarded(map(&[("200", ok_json("Stats", "Stats"))])), true)},
+            "/api/v1/nodes": {"get": op("Every node: roles, health, lag, routing and counters; and where writes go",
+                guarded(map(&[("200", ok_json("Nodes", "Nodes"))])), true)},
+            "/api/v1/nodes/{id}": {"get": node_get},
+            "/api/v1/nodes/{id}/attach": {"post": node_op("Put a detached node back in service", &[])},
+            "/api/v1/nodes/{id}/detach": {"post": node_op(
+                "Take a node out of service: no new work goes there (allowed for the write target: writes then wait for a primary)", &[])},
+            "/api/v1/nodes/{id}/promote": {"post": node_op(
+                "Make the node the write target. A replica is refused (409) unless allow_pg_promote: true, which runs pg_promote() on it first",
+                &[
+                    ("409", error_response("The node is a replica (and allow_pg_promote is false), detached or down")),
+                    ("502", error_response("pg_promote() failed or did not finish in time, or the node could not be asked whether it is in recovery")),
+                ])},
             "/api/v1/control/reload": {"post": op("Re-read the config file (as SIGHUP); an invalid file is rejected and the old config kept",
                 guarded(map(&[
                     ("200", ok_json("Applied", "Outcome")),
@@ -102,9 +200,20 @@ pub fn openapi_document() -> Value {
                 },
                 "Outcome": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["reloaded", "stopping"]}}},
                 "Servers": servers,
+                "Node": node_schema(),
+                "Nodes": {
+                    "type": "object", "required": ["write_target", "writes", "forced_primary", "health_checks", "nodes"],
+                    "properties": nodes_props,
+                },
+                "NodeControl": {
+                    "type": "object",
+                    "required": ["status", "message", "node", "write_target", "writes", "forced_primary", "health_checks"],
+                    "properties": control_props,
+                },
                 "Status": {
                     "type": "object",
-                    "required": ["version", "uptime_seconds", "phase", "pool_mode", "clients", "pinned_clients", "waiting_clients", "servers", "pools", "nodes_total"],
+                    "required": ["version", "uptime_seconds", "phase", "pool_mode", "clients", "pinned_clients", "waiting_clients", "servers", "pools",
+                                 "nodes_total", "nodes_up", "nodes_detached", "write_target"],
                     "properties": {
                         "version": {"type": "string"},
                         "uptime_seconds": int("Seconds since the daemon started"),
@@ -115,7 +224,10 @@ pub fn openapi_document() -> Value {
                         "waiting_clients": int("Clients waiting for a server"),
                         "servers": {"$ref": "#/components/schemas/Servers"},
                         "pools": int("Number of pools"),
-                        "nodes_total": int("Configured backends"),
+                        "nodes_total": int("Configured backends (nodes)"),
+                        "nodes_up": int("Nodes whose health checks pass (all, when checks are off) and that are not detached"),
+                        "nodes_detached": int("Nodes detached by the operator"),
+                        "write_target": {"type": "integer", "minimum": 0, "nullable": true, "description": "The node writes go to; null when none"},
                     }
                 },
                 "Pool": {
@@ -197,6 +309,11 @@ mod tests {
             "get /api/v1/status",
             "get /api/v1/pools",
             "get /api/v1/stats",
+            "get /api/v1/nodes",
+            "get /api/v1/nodes/{id}",
+            "post /api/v1/nodes/{id}/attach",
+            "post /api/v1/nodes/{id}/detach",
+            "post /api/v1/nodes/{id}/promote",
             "post /api/v1/control/reload",
             "post /api/v1/control/stop",
             "get /api/v1/openapi.json",

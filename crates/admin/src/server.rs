@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 
 use crate::listener::{LimitedListener, Peer};
 use axum::http::{header, Method, StatusCode};
@@ -13,7 +13,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pgbalancer_proxy::snapshot::{PoolSnapshot, Snapshot};
+use pgbalancer_config::Config;
+use pgbalancer_proxy::server::{ServerConn, ServerLogin, ServerSecret};
+use pgbalancer_proxy::snapshot::{nodes_snapshot, NodeSnapshot, PoolSnapshot, RoutingSnapshot, Snapshot};
+use pgbalancer_proxy::topology::{Ban, Health, Primary, Role as NodeRole};
 use pgbalancer_proxy::{Phase, Shared};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +40,10 @@ const HEALTH_CACHE: Duration = Duration::from_secs(1);
 const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a REST reload waits for the daemon's answer.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `pg_promote()` waits for the promotion to finish (its
+/// `wait_seconds`): under the admin connection's idle timeout, so the
+/// answer reaches the caller.
+const PG_PROMOTE_WAIT_SECS: u64 = 8;
 
 struct Ctx {
     proxy: Arc<Shared>,
@@ -120,6 +127,11 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/pools", get(pools))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{id}", get(node))
+        .route("/api/v1/nodes/{id}/attach", post(attach))
+        .route("/api/v1/nodes/{id}/detach", post(detach))
+        .route("/api/v1/nodes/{id}/promote", post(promote))
         .route("/api/v1/control/reload", post(reload))
         .route("/api/v1/control/stop", post(stop))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
@@ -269,7 +281,10 @@ async fn status(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
         "waiting_clients": s.totals.waiting_clients,
         "servers": servers_json(&s),
         "pools": s.pools.len(),
-        "nodes_total": s.backends.len(),
+        "nodes_total": s.nodes.len(),
+        "nodes_up": s.nodes.iter().filter(|n| n.health == Health::Up && !n.detached).count(),
+        "nodes_detached": s.nodes.iter().filter(|n| n.detached).count(),
+        "write_target": write_target(&s.routing),
     }))
 }
 
@@ -327,6 +342,318 @@ async fn stats(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
         "reload_failures": a.reload_failures,
         "api_auth_failures": a.api_auth_failures,
     }))
+}
+
+fn write_target(r: &RoutingSnapshot) -> Option<usize> {
+    match r.primary {
+        Primary::Node(i) => Some(i),
+        Primary::None | Primary::Conflict => None,
+    }
+}
+
+/// One word for a node: `detached`, `down`, `banned` (up, but lagging too
+/// far to take reads), `up`, or `unknown` (not checked yet).
+fn node_state(n: &NodeSnapshot) -> &'static str {
+    match (n.detached, n.health, n.ban) {
+        (true, _, _) => "detached",
+        (false, Health::Down, _) => "down",
+        (false, _, b) if b != Ban::None => "banned",
+        (false, h, _) => h.as_str(),
+    }
+}
+
+fn node_json(n: &NodeSnapshot) -> Value {
+    json!({
+        "id": n.id,
+        "host": n.host,
+        "port": n.port,
+        "role": n.role.as_str(),
+        "observed_role": n.observed_role.as_str(),
+        "configured_role": n.configured_role.to_string(),
+        "health": n.health.as_str(),
+        "detached": n.detached,
+        "state": node_state(n),
+        "weight": n.weight,
+        "write_target": n.write_target,
+        "takes_reads": n.takes_reads,
+        "lag_bytes": n.lag_bytes,
+        "lag_seconds": n.lag.as_secs_f64(),
+        "banned": n.ban != Ban::None,
+        "ban_reason": n.ban.as_str(),
+        "ewma_latency_seconds": n.ewma_latency.map(|d| d.as_secs_f64()),
+        "outstanding": n.outstanding,
+        "reads_routed": n.reads,
+        "writes_routed": n.writes,
+        "bans": n.bans,
+        "downs": n.downs,
+        "checks": n.checks,
+        "check_failures": n.check_failures,
+        "last_error": n.last_error,
+    })
+}
+
+/// Where writes go: `ok` (to `write_target`), `no_primary` (they wait for
+/// one, up to `failover_wait_timeout`) or `conflict` (refused: more than
+/// one primary with `follow_primary: strict`).
+fn routing_json(r: &RoutingSnapshot) -> Value {
+    let writes = match r.primary {
+        Primary::Node(_) => "ok",
+        Primary::None => "no_primary",
+        Primary::Conflict => "conflict",
+    };
+    json!({
+        "write_target": write_target(r),
+        "writes": writes,
+        "forced_primary": r.forced_primary,
+        "health_checks": r.health_checks,
+    })
+}
+
+async fn nodes(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let (nodes, routing) = nodes_snapshot(&ctx.proxy.topology);
+    let mut v = routing_json(&routing);
+    v["nodes"] = nodes.iter().map(node_json).collect();
+    Json(v)
+}
+
+/// The node id of a path, or 404.
+fn node_id(ctx: &Ctx, raw: &str) -> Result<usize, AdminError> {
+    let count = ctx.proxy.topology.nodes().len();
+    match raw.parse::<usize>() {
+        Ok(id) if id < count && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(AdminError::NoSuchNode { id: raw.chars().take(40).collect(), count }),
+    }
+}
+
+async fn node(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let id = node_id(&ctx, &id)?;
+    let (nodes, _) = nodes_snapshot(&ctx.proxy.topology);
+    Ok(Json(node_json(&nodes[id])))
+}
+
+/// The answer of attach/detach/promote: what happened, the node and where
+/// writes go now.
+fn control_answer(ctx: &Ctx, id: usize, status: &str, message: String, extra: Value) -> Json<Value> {
+    let (nodes, routing) = nodes_snapshot(&ctx.proxy.topology);
+    let mut v = routing_json(&routing);
+    v["status"] = json!(status);
+    v["message"] = json!(message);
+    v["node"] = node_json(&nodes[id]);
+    if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+        v.extend(extra.iter().map(|(k, x)| (k.clone(), x.clone())));
+    }
+    Json(v)
+}
+
+fn addr(n: &NodeSnapshot) -> String {
+    host_port(&n.host, n.port)
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+async fn attach(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let id = node_id(&ctx, &id)?;
+    let topology = &ctx.proxy.topology;
+    let was_detached = topology.node(id).is_some_and(|n| n.detached());
+    topology.attach(id);
+    let (nodes, _) = nodes_snapshot(topology);
+    let n = &nodes[id];
+    let message = match (was_detached, n.health) {
+        (false, _) => format!("node {id} ({}) was already attached", addr(n)),
+        (true, Health::Down) => {
+            format!("node {id} ({}) attached; it is down, and takes work once a health check passes", addr(n))
+        }
+        (true, _) => format!("node {id} ({}) attached: it takes new work again", addr(n)),
+    };
+    if was_detached {
+        tracing::info!(node = id, host = %n.host, port = n.port, "node attached through the admin API");
+    }
+    Ok(control_answer(&ctx, id, "attached", message, json!({})))
+}
+
+async fn detach(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let id = node_id(&ctx, &id)?;
+    let topology = &ctx.proxy.topology;
+    let was_target = topology.table().primary == Primary::Node(id);
+    let was_detached = topology.node(id).is_some_and(|n| n.detached());
+    topology.detach(id);
+    let (nodes, routing) = nodes_snapshot(topology);
+    let n = &nodes[id];
+    let mut extra = json!({});
+    let message = if was_detached {
+        format!("node {id} ({}) was already detached", addr(n))
+    } else {
+        format!("node {id} ({}) detached: it takes no new work; work already on it finishes there", addr(n))
+    };
+    if was_target {
+        let warning = match routing.primary {
+            Primary::None => format!(
+                "node {id} was the write target: writes now wait for a primary (up to failover_wait_timeout) \
+                 until one is attached or promoted"
+            ),
+            Primary::Node(j) => format!("node {id} was the write target: writes now go to node {j}"),
+            Primary::Conflict => format!(
+                "node {id} was the write target: more than one remaining node claims to be primary, \
+                 so writes are refused (follow_primary: strict)"
+            ),
+        };
+        tracing::warn!(node = id, host = %n.host, port = n.port, "{warning}");
+        extra["warning"] = json!(warning);
+    }
+    if !was_detached {
+        tracing::info!(node = id, host = %n.host, port = n.port, "node detached through the admin API");
+    }
+    Ok(control_answer(&ctx, id, "detached", message, extra))
+}
+
+/// Makes the node the write target. A node observed (or configured) as a
+/// replica is in recovery and would refuse every write: 409, unless
+/// `allow_pg_promote: true`, when it is promoted with `pg_promote()`
+/// first.
+///
+/// The work runs in a task of its own: if the caller goes away meanwhile,
+/// a promotion that PostgreSQL finished still makes the node the write
+/// target.
+async fn promote(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let id = node_id(&ctx, &id)?;
+    let proxy = ctx.proxy.clone();
+    let (previous, ran_pg_promote) = tokio::spawn(async move { promote_node(&proxy, id).await })
+        .await
+        .map_err(|e| AdminError::Backend(format!("promote of node {id} failed: {e}")))??;
+    let node = ctx.proxy.topology.node(id).expect("id checked");
+    let shown = host_port(&node.host, node.port);
+    let message = match (previous, ran_pg_promote) {
+        (Some(p), _) if p == id => format!("node {id} ({shown}) is the write target (it already was)"),
+        (_, true) => format!("node {id} ({shown}) promoted with pg_promote(); writes go to it now"),
+        (_, false) => format!("node {id} ({shown}) is the write target now"),
+    };
+    Ok(control_answer(
+        &ctx,
+        id,
+        "promoted",
+        message,
+        json!({"pg_promote": ran_pg_promote, "previous_write_target": previous}),
+    ))
+}
+
+/// [`promote`]'s work: checks, `pg_promote()` when needed and allowed,
+/// then `force_primary`. Returns the write target before, and whether
+/// `pg_promote()` ran.
+async fn promote_node(proxy: &Shared, id: usize) -> Result<(Option<usize>, bool), AdminError> {
+    let topology = &proxy.topology;
+    let node = topology.node(id).expect("id checked").clone();
+    let shown = host_port(&node.host, node.port);
+    if node.detached() {
+        return Err(AdminError::Conflict(format!(
+            "node {id} ({shown}) is detached: attach it before making it the write target"
+        )));
+    }
+    if node.health() == Health::Down {
+        let why = node.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return Err(AdminError::Conflict(format!(
+            "node {id} ({shown}) is down ({}): it cannot take writes",
+            why.as_deref().unwrap_or("its health checks fail")
+        )));
+    }
+    let previous = topology.primary().ok();
+    let config = proxy.config.load_full();
+    let in_recovery = match node.role() {
+        NodeRole::Replica => true,
+        NodeRole::Primary => false,
+        // Not checked yet (or the checker is refused): ask the node.
+        NodeRole::Unknown => {
+            let mut conn = own_connection(&config, id, &node.host, node.port, "ask whether it is in recovery").await?;
+            let answer =
+                tokio::time::timeout(config.health_check_timeout, conn.query_row("SELECT pg_is_in_recovery()")).await;
+            conn.close().await;
+            match answer {
+                Ok(Ok(Ok(row))) if row.first().and_then(|c| c.as_deref()) == Some("f") => false,
+                Ok(Ok(Ok(row))) if row.first().and_then(|c| c.as_deref()) == Some("t") => true,
+                other => {
+                    let why = match other {
+                        Err(_) => "no answer within health_check_timeout".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(Err(f))) => f.message.unwrap_or_else(|| "query failed".into()),
+                        Ok(Ok(Ok(row))) => format!("unexpected answer {row:?}"),
+                    };
+                    return Err(AdminError::Backend(format!(
+                        "node {id} ({shown}): its role is not known yet and pg_is_in_recovery() failed: {why}"
+                    )));
+                }
+            }
+        }
+    };
+    let mut ran_pg_promote = false;
+    if in_recovery && previous != Some(id) {
+        if !config.allow_pg_promote {
+            return Err(AdminError::Conflict(format!(
+                "node {id} ({shown}) is a replica (in recovery) and would refuse every write; \
+                 promote it in PostgreSQL first (pg_promote() or pg_ctl promote), or set allow_pg_promote: true \
+                 to let this endpoint run pg_promote() on it"
+            )));
+        }
+        tracing::warn!(node = id, host = %node.host, port = node.port, "running pg_promote() through the admin API");
+        pg_promote(&config, id, &node.host, node.port).await?;
+        ran_pg_promote = true;
+    }
+    topology.force_primary(Some(id));
+    tracing::warn!(node = id, host = %node.host, port = node.port, previous = ?previous,
+        "node made the write target through the admin API");
+    Ok((previous, ran_pg_promote))
+}
+
+/// A connection of the admin API's own to a node, logged in as the health
+/// checker (`health_check_user`, `health_check_database`) within
+/// `health_check_timeout`; 502 when that fails.
+async fn own_connection(
+    config: &Config,
+    id: usize,
+    host: &str,
+    port: u16,
+    purpose: &str,
+) -> Result<Box<ServerConn>, AdminError> {
+    let fail =
+        |what: String| AdminError::Backend(format!("node {id} ({}): cannot {purpose}: {what}", host_port(host, port)));
+    let (user, password) = config.health_check_login().map_err(|e| fail(format!("no health check login: {e}")))?;
+    let login = ServerLogin {
+        user,
+        database: config.health_check_database.clone(),
+        secret: password.map_or(ServerSecret::None, ServerSecret::Password),
+    };
+    ServerConn::connect(host, port, &login, config.health_check_timeout)
+        .await
+        .map_err(|e| fail(format!("connecting as the health check user: {e}")))
+}
+
+/// Runs `pg_promote()` on a node over a connection of its own, logged in
+/// as the health checker. A node that is not in recovery (already
+/// promoted) counts as done.
+async fn pg_promote(config: &Config, id: usize, host: &str, port: u16) -> Result<(), AdminError> {
+    let shown = host_port(host, port);
+    let fail = |what: String| AdminError::Backend(format!("pg_promote() on node {id} ({shown}): {what}"));
+    let mut conn = own_connection(config, id, host, port, "run pg_promote()").await?;
+    let sql = format!("SELECT pg_promote(true, {PG_PROMOTE_WAIT_SECS})");
+    let answer = tokio::time::timeout(Duration::from_secs(PG_PROMOTE_WAIT_SECS + 1), conn.query_row(&sql)).await;
+    let result = match answer {
+        Err(_) => Err(fail("no answer in time; check the node before promoting it again".into())),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        // SQLSTATE 55000: "recovery is not in progress": promoted already.
+        Ok(Ok(Err(f))) if f.code.as_deref() == Some("55000") => Ok(()),
+        Ok(Ok(Err(f))) => Err(fail(f.message.unwrap_or_else(|| "failed".into()))),
+        Ok(Ok(Ok(row))) if row.first().and_then(|c| c.as_deref()) == Some("t") => Ok(()),
+        Ok(Ok(Ok(_))) => Err(fail(format!(
+            "the promotion did not finish within {PG_PROMOTE_WAIT_SECS} s; writes still go where they went: \
+             promote again once the node is out of recovery"
+        ))),
+    };
+    conn.close().await;
+    result
 }
 
 async fn reload(State(ctx): State<Arc<Ctx>>) -> Result<Json<Value>, AdminError> {

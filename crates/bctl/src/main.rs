@@ -2,7 +2,8 @@
 //!
 //! Offline commands: `check-config`, `password-hash`, `token`, `completions`.
 //! Commands that talk to a running daemon over its REST admin API (see
-//! docs/rest-api.md): `status`, `pools`, `stats`, `health`, `reload`, `stop`.
+//! docs/rest-api.md): `status`, `nodes [ID]`, `nodes attach|detach|promote ID`,
+//! `pools`, `stats`, `health`, `reload`, `stop`.
 //! Depends on `pgbalancer-config` only, never on the proxy or admin crates.
 
 mod http;
@@ -67,8 +68,11 @@ enum Command {
     /// Print an HS256 JWT for the admin API, signed with the secret of
     /// --config (rest_api.jwt_secret / jwt_secret_file) or --jwt-secret-file.
     Token(TokenArgs),
-    /// Daemon summary: version, uptime, pool mode, clients, servers.
+    /// Daemon summary: version, uptime, pool mode, clients, servers, nodes.
     Status,
+    /// The nodes (backends): roles, health, lag, where reads and writes go;
+    /// `nodes ID` shows one; `nodes attach|detach|promote ID` steers them.
+    Nodes(NodesArgs),
     /// Every pool with its counts.
     Pools,
     /// Process-wide totals and counters.
@@ -83,6 +87,37 @@ enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct NodesArgs {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    /// Show only this node (its id: the backend's position in the config, from 0).
+    id: Option<usize>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum NodeAction {
+    /// Put a detached node back in service.
+    Attach {
+        /// Node id.
+        id: usize,
+    },
+    /// Take a node out of service: no new work goes there (work already
+    /// on it finishes). Detaching the write target makes writes wait for a
+    /// primary.
+    Detach {
+        /// Node id.
+        id: usize,
+    },
+    /// Make a node the write target. A replica is refused unless the
+    /// daemon has `allow_pg_promote: true`, which runs pg_promote() on it.
+    Promote {
+        /// Node id.
+        id: usize,
     },
 }
 
@@ -270,12 +305,24 @@ fn bearer(cli: &Cli, config: Option<&Config>, role: Role) -> Result<Option<Strin
 
 fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
     let (method, path, role) = match cmd {
-        Command::Status => ("GET", "/api/v1/status", Some(Role::Read)),
-        Command::Pools => ("GET", "/api/v1/pools", Some(Role::Read)),
-        Command::Stats => ("GET", "/api/v1/stats", Some(Role::Read)),
-        Command::Health => ("GET", "/api/v1/health", None),
-        Command::Reload => ("POST", "/api/v1/control/reload", Some(Role::Admin)),
-        Command::Stop => ("POST", "/api/v1/control/stop", Some(Role::Admin)),
+        Command::Status => ("GET", "/api/v1/status".to_string(), Some(Role::Read)),
+        Command::Nodes(NodesArgs { action: None, id: None }) => ("GET", "/api/v1/nodes".to_string(), Some(Role::Read)),
+        Command::Nodes(NodesArgs { action: None, id: Some(id) }) => {
+            ("GET", format!("/api/v1/nodes/{id}"), Some(Role::Read))
+        }
+        Command::Nodes(NodesArgs { action: Some(a), .. }) => {
+            let (verb, id) = match a {
+                NodeAction::Attach { id } => ("attach", id),
+                NodeAction::Detach { id } => ("detach", id),
+                NodeAction::Promote { id } => ("promote", id),
+            };
+            ("POST", format!("/api/v1/nodes/{id}/{verb}"), Some(Role::Admin))
+        }
+        Command::Pools => ("GET", "/api/v1/pools".to_string(), Some(Role::Read)),
+        Command::Stats => ("GET", "/api/v1/stats".to_string(), Some(Role::Read)),
+        Command::Health => ("GET", "/api/v1/health".to_string(), None),
+        Command::Reload => ("POST", "/api/v1/control/reload".to_string(), Some(Role::Admin)),
+        Command::Stop => ("POST", "/api/v1/control/stop".to_string(), Some(Role::Admin)),
         _ => unreachable!("not an API command"),
     };
     let config = load_config(cli)?;
@@ -285,7 +332,7 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         None => None,
     };
     let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let resp = http::request(&host, port, method, path, token.as_deref()).map_err(|e| match e {
+    let resp = http::request(&host, port, method, &path, token.as_deref()).map_err(|e| match e {
         http::Error::Connect(e) => format!("cannot reach the admin API at {shown}: {e}"),
         http::Error::Exchange(e) => format!("bad answer from the admin API at {shown}: {e}"),
     })?;
@@ -307,8 +354,16 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::SUCCESS);
     }
     let v = json.ok_or_else(|| format!("the admin API answered {} with a body that is not JSON", resp.status))?;
+    if let Some(w) = v.get("warning").and_then(Value::as_str) {
+        eprintln!("bctl: warning: {w}");
+    }
     let text = match cmd {
         Command::Status => render::status(&v),
+        Command::Nodes(NodesArgs { action: None, id: None }) => render::nodes(&v),
+        Command::Nodes(NodesArgs { action: None, id: Some(_) }) => render::node(&v),
+        Command::Nodes(NodesArgs { action: Some(_), .. }) => {
+            v.get("message").and_then(Value::as_str).unwrap_or("ok").to_string()
+        }
         Command::Pools => render::pools(&v),
         Command::Stats => render::stats(&v),
         _ => v.get("status").and_then(Value::as_str).unwrap_or("ok").to_string(),

@@ -117,3 +117,145 @@ pub fn pools(v: &Value) -> String {
     }
     out
 }
+
+/// `host:port`, bracketing an IPv6 address.
+fn address(v: &Value) -> String {
+    let host = s(&v["host"]);
+    if host.contains(':') {
+        format!("[{host}]:{}", s(&v["port"]))
+    } else {
+        format!("{host}:{}", s(&v["port"]))
+    }
+}
+
+/// What a node takes now: `writes`, `reads`, both, or `-`.
+fn takes(n: &Value) -> String {
+    match (n["write_target"].as_bool() == Some(true), n["takes_reads"].as_bool() == Some(true)) {
+        (true, true) => "writes+reads".into(),
+        (true, false) => "writes".into(),
+        (false, true) => "reads".into(),
+        (false, false) => "-".into(),
+    }
+}
+
+/// Where writes go, in words.
+fn writes(v: &Value) -> String {
+    match (v["writes"].as_str(), v["write_target"].as_u64()) {
+        (Some("ok"), Some(id)) if v["forced_primary"].as_u64() == Some(id) => format!("node {id} (promoted)"),
+        (Some("ok"), Some(id)) => format!("node {id}"),
+        (Some("no_primary"), _) => "waiting for a primary".into(),
+        (Some("conflict"), _) => "refused: more than one primary (follow_primary: strict)".into(),
+        _ => "-".into(),
+    }
+}
+
+fn seconds(v: &Value, scale: f64, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{:.digits$}", x * scale),
+        None => "-".into(),
+    }
+}
+
+pub fn nodes(v: &Value) -> String {
+    let checks = if v["health_checks"].as_bool() == Some(true) { "on" } else { "off" };
+    let mut out = format!("writes: {}  health checks: {checks}\n\n", writes(v));
+    let empty = Vec::new();
+    let rows: Vec<Vec<String>> = v["nodes"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|n| {
+            vec![
+                s(&n["id"]),
+                address(n),
+                s(&n["role"]),
+                s(&n["configured_role"]),
+                s(&n["state"]),
+                s(&n["weight"]),
+                takes(n),
+                s(&n["lag_bytes"]),
+                seconds(&n["lag_seconds"], 1.0, 3),
+                seconds(&n["ewma_latency_seconds"], 1000.0, 2),
+                s(&n["outstanding"]),
+                s(&n["reads_routed"]),
+                s(&n["writes_routed"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "CONFIGURED",
+            "STATE",
+            "WEIGHT",
+            "TAKES",
+            "LAG_BYTES",
+            "LAG_S",
+            "LATENCY_MS",
+            "OUTSTANDING",
+            "READS",
+            "WRITES",
+        ],
+        &rows,
+    ));
+    let problems: Vec<String> = v["nodes"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|n| {
+            let why = n["ban_reason"].as_str().or(n["last_error"].as_str())?;
+            Some(format!("node {}: {why}\n", s(&n["id"])))
+        })
+        .collect();
+    if !problems.is_empty() {
+        out.push('\n');
+        out.extend(problems);
+    }
+    out
+}
+
+pub fn node(v: &Value) -> String {
+    pairs(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nodes_table() {
+        let v = json!({
+            "write_target": 0, "writes": "ok", "forced_primary": null, "health_checks": true,
+            "nodes": [
+                {"id": 0, "host": "127.0.0.1", "port": 5432, "role": "primary", "configured_role": "auto", "state": "up",
+                 "weight": 1, "write_target": true, "takes_reads": false, "lag_bytes": 0, "lag_seconds": 0.0,
+                 "ewma_latency_seconds": null, "outstanding": 0, "reads_routed": 0, "writes_routed": 7,
+                 "ban_reason": null, "last_error": null},
+                {"id": 1, "host": "::1", "port": 5433, "role": "replica", "configured_role": "auto", "state": "banned",
+                 "weight": 2, "write_target": false, "takes_reads": false, "lag_bytes": 4096, "lag_seconds": 1.5,
+                 "ewma_latency_seconds": 0.0025, "outstanding": 1, "reads_routed": 30, "writes_routed": 0,
+                 "ban_reason": "lag above max_lag_bytes", "last_error": null},
+            ]
+        });
+        let text = nodes(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "writes: node 0  health checks: on");
+        assert!(lines[2].starts_with("ID  ADDRESS"), "{text}");
+        let row0: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            row0,
+            ["0", "127.0.0.1:5432", "primary", "auto", "up", "1", "writes", "0", "0.000", "-", "0", "0", "7"]
+        );
+        let row1: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            row1,
+            ["1", "[::1]:5433", "replica", "auto", "banned", "2", "-", "4096", "1.500", "2.50", "1", "30", "0"]
+        );
+        assert!(text.contains("node 1: lag above max_lag_bytes"), "{text}");
+        let v = json!({"write_target": null, "writes": "no_primary", "forced_primary": null, "health_checks": false, "nodes": []});
+        assert!(nodes(&v).starts_with("writes: waiting for a primary  health checks: off"));
+    }
+}

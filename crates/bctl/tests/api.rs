@@ -37,9 +37,15 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon in front of the shared cluster's primary.
     fn start() -> Daemon {
-        let bin = pgbalancer_bin();
         let backend = pgcluster::shared().primary.port;
+        Daemon::start_with(&format!("  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n"), "")
+    }
+
+    /// A daemon with these `backends:` entries (YAML) and `extra` top-level keys.
+    fn start_with(backends: &str, extra: &str) -> Daemon {
+        let bin = pgbalancer_bin();
         let dir = tempfile::tempdir().unwrap();
         let (port, api) = (free_port(), free_port());
         let secret = dir.path().join("jwt.secret");
@@ -50,7 +56,8 @@ impl Daemon {
             format!(
                 "listen_addresses: '127.0.0.1'\nport: {port}\npool_mode: session\nauth_type: trust\n\
                  server_user: postgres\n\
-                 backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+                 backends:\n{backends}\
+                 {extra}\n\
                  workers: 1\nshutdown_timeout: 5s\n\
                  rest_api:\n  enabled: true\n  port: {api}\n  bind_address: 127.0.0.1\n  \
                  jwt_secret_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n",
@@ -221,4 +228,88 @@ fn bctl_drives_the_daemon() {
     assert_eq!(text.trim(), "stopping");
     let st = d.wait_exit();
     assert!(st.success(), "pgbalancer exited with {st}; log:\n{}", d.log());
+}
+
+/// `bctl nodes` against a primary and a replica (both `role: auto`): the
+/// table and `--json` after the first health check, one node, attach and
+/// detach, promote of a replica refused (409), unknown ids (404), a read
+/// token refused (403), and the warning when the write target is detached.
+#[test]
+fn bctl_nodes() {
+    let c = pgcluster::shared();
+    let (pport, rport) = (c.primary.port, c.replicas[0].port);
+    let backends: String =
+        [pport, rport].iter().map(|p| format!("  - host: 127.0.0.1\n    port: {p}\n    role: auto\n")).collect();
+    let d = Daemon::start_with(&backends, "health_check_period: 200ms");
+    let api = d.api.to_string();
+
+    // --json: the API's JSON, polled until both roles are observed.
+    let start = Instant::now();
+    let v = loop {
+        let v: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "--json"]))).expect("nodes --json is JSON");
+        if v["nodes"][0]["observed_role"] == "primary" && v["nodes"][1]["observed_role"] == "replica" {
+            break v;
+        }
+        assert!(start.elapsed() < DEADLINE, "roles not observed: {v}\nlog:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(v["write_target"], 0, "{v}");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2, "{v}");
+
+    // The table: one row per node.
+    let text = ok(&d.bctl(&["nodes"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "writes: node 0  health checks: on", "{text}");
+    let header: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&header[..7], ["ID", "ADDRESS", "ROLE", "CONFIGURED", "STATE", "WEIGHT", "TAKES"], "{text}");
+    let row = |i: usize| -> Vec<String> { lines[3 + i].split_whitespace().map(String::from).collect() };
+    assert_eq!(
+        row(0)[..7],
+        ["0", &format!("127.0.0.1:{pport}"), "primary", "auto", "up", "1", "writes+reads"].map(String::from),
+        "{text}"
+    );
+    assert_eq!(
+        row(1)[..7],
+        ["1", &format!("127.0.0.1:{rport}"), "replica", "auto", "up", "1", "reads"].map(String::from),
+        "{text}"
+    );
+
+    // One node.
+    let n: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "1", "--json"]))).unwrap();
+    assert_eq!((n["id"].as_u64(), n["observed_role"].as_str()), (Some(1), Some("replica")), "{n}");
+    let text = ok(&d.bctl(&["nodes", "1"]));
+    assert!(text.lines().any(|l| l.starts_with("observed_role:") && l.ends_with(" replica")), "{text}");
+    let err = fails(&d.bctl(&["nodes", "5"]));
+    assert!(err.contains("404") && err.contains("no node 5: node ids are 0 to 1"), "{err}");
+
+    // detach / attach.
+    let text = ok(&d.bctl(&["nodes", "detach", "1"]));
+    assert!(text.contains("node 1") && text.contains("detached"), "{text}");
+    let n: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "1", "--json"]))).unwrap();
+    assert_eq!((n["detached"].as_bool(), n["state"].as_str()), (Some(true), Some("detached")), "{n}");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "attach", "1", "--json"]))).unwrap();
+    assert_eq!((v["status"].as_str(), v["node"]["detached"].as_bool()), (Some("attached"), Some(false)), "{v}");
+
+    // Promote of a replica: 409 (no allow_pg_promote), exit 1, one line.
+    let err = fails(&d.bctl(&["nodes", "promote", "1"]));
+    assert!(err.contains("409") && err.contains("allow_pg_promote"), "{err}");
+
+    // A read token may list but not steer.
+    let read = ok(&d.bctl(&["token", "--role", "read"])).trim().to_string();
+    ok(&bctl().args(["--port", &api, "--token", &read, "nodes"]).output().unwrap());
+    let err = fails(&bctl().args(["--port", &api, "--token", &read, "nodes", "detach", "1"]).output().unwrap());
+    assert!(err.contains("(403)"), "{err}");
+
+    // Detaching the write target: done, with a warning on stderr.
+    let out = d.bctl(&["nodes", "detach", "0"]);
+    let text = ok(&out);
+    assert!(text.contains("node 0") && text.contains("detached"), "{text}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("bctl: warning: ") && err.contains("writes now wait for a primary"), "{err}");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "--json"]))).unwrap();
+    assert_eq!((v["writes"].as_str(), v["write_target"].is_null()), (Some("no_primary"), true), "{v}");
+    let text = ok(&d.bctl(&["nodes", "attach", "0"]));
+    assert!(text.contains("attached"), "{text}");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "--json"]))).unwrap();
+    assert_eq!(v["write_target"], 0, "{v}");
 }

@@ -5,11 +5,15 @@
 //! are atomics, and each pool's lock is taken for one `(open, idle)` read.
 //! The numbers of different pools are not taken at one instant, so sums may
 //! be off by a connection that moved while the snapshot was taken.
+//! Nodes are read the same way: each field is one atomic load, and the
+//! route table (who takes writes and reads) is one consistent copy.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use pgbalancer_config::{BackendRole, PoolMode};
 
+use crate::topology::{Ban, Health, Primary, Role, Topology};
 use crate::{Phase, ProxyHandle, Shared};
 
 /// What the proxy is doing now.
@@ -24,6 +28,113 @@ pub struct Snapshot {
     /// Every pool, sorted by (database, user, backend).
     pub pools: Vec<PoolSnapshot>,
     pub totals: Totals,
+    /// The nodes (backends as the router sees them), by id.
+    pub nodes: Vec<NodeSnapshot>,
+    pub routing: RoutingSnapshot,
+}
+
+/// Where writes go, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingSnapshot {
+    /// The write target of the route table.
+    pub primary: Primary,
+    /// The node the operator made the write target (`promote`), if any.
+    pub forced_primary: Option<usize>,
+    /// Whether health checks run (more than one node and a period > 0).
+    pub health_checks: bool,
+}
+
+/// One node: its configuration, what the health checks saw, and what was
+/// routed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSnapshot {
+    /// Position in the config's backend list.
+    pub id: usize,
+    pub host: String,
+    pub port: u16,
+    pub configured_role: BackendRole,
+    /// What `pg_is_in_recovery()` said at the last check; with checks off,
+    /// the configured role.
+    pub observed_role: Role,
+    /// The role routing uses: observed, or configured until a check tells.
+    pub role: Role,
+    pub health: Health,
+    /// Taken out of service by the operator.
+    pub detached: bool,
+    pub weight: u32,
+    /// Writes go here now (route table).
+    pub write_target: bool,
+    /// Among the route table's readers now.
+    pub takes_reads: bool,
+    /// WAL bytes behind the primary at the last check (replicas).
+    pub lag_bytes: u64,
+    /// Replay delay at the last check (replicas).
+    pub lag: Duration,
+    /// Why the node takes no reads although up (lag), if it is banned.
+    pub ban: Ban,
+    /// Moving average of the response time of work routed here.
+    pub ewma_latency: Option<Duration>,
+    /// Transactions routed here and not finished.
+    pub outstanding: u32,
+    /// Transactions routed here as reads, ever.
+    pub reads: u64,
+    /// Transactions routed here because they needed the primary, ever.
+    pub writes: u64,
+    /// Times banned for lag.
+    pub bans: u64,
+    /// Times it went down.
+    pub downs: u64,
+    pub checks: u64,
+    pub check_failures: u64,
+    /// Why the last health check failed (cleared by a passing one).
+    pub last_error: Option<String>,
+}
+
+impl NodeSnapshot {
+    /// Takes no new work: detached or down.
+    pub fn usable(&self) -> bool {
+        !self.detached && self.health != Health::Down
+    }
+}
+
+/// Every node of `topology`, by id, against one route table.
+pub fn nodes_snapshot(topology: &Topology) -> (Vec<NodeSnapshot>, RoutingSnapshot) {
+    let table = topology.table();
+    let nodes = topology
+        .nodes()
+        .iter()
+        .map(|n| NodeSnapshot {
+            id: n.id,
+            host: n.host.clone(),
+            port: n.port,
+            configured_role: n.configured_role(),
+            observed_role: n.observed_role(),
+            role: n.role(),
+            health: n.health(),
+            detached: n.detached(),
+            weight: n.weight(),
+            write_target: table.primary == Primary::Node(n.id),
+            takes_reads: table.readers.iter().any(|&(id, _)| id == n.id),
+            lag_bytes: n.lag_bytes.load(Ordering::Relaxed),
+            lag: Duration::from_micros(n.lag_us.load(Ordering::Relaxed)),
+            ban: n.ban(),
+            ewma_latency: n.ewma(),
+            outstanding: n.outstanding(),
+            reads: n.stats.reads.load(Ordering::Relaxed),
+            writes: n.stats.writes.load(Ordering::Relaxed),
+            bans: n.stats.bans.load(Ordering::Relaxed),
+            downs: n.stats.downs.load(Ordering::Relaxed),
+            checks: n.stats.checks.load(Ordering::Relaxed),
+            check_failures: n.stats.check_failures.load(Ordering::Relaxed),
+            last_error: n.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+        .collect();
+    let routing = RoutingSnapshot {
+        primary: table.primary,
+        forced_primary: topology.forced_primary(),
+        health_checks: topology.checked(),
+    };
+    (nodes, routing)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +247,7 @@ impl Shared {
             totals.connect_failures += p.connect_failures;
             totals.wait_timeouts += p.wait_timeouts;
         }
+        let (nodes, routing) = nodes_snapshot(&self.topology);
         Snapshot {
             phase: self.phase(),
             pool_mode: config.pool_mode,
@@ -147,6 +259,8 @@ impl Shared {
                 .collect(),
             pools,
             totals,
+            nodes,
+            routing,
         }
     }
 }
