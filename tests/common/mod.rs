@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::process::Output;
