@@ -19,7 +19,7 @@ use crate::pool::{PoolKey, ServerGuard};
 use crate::protocol::{sqlstate, write, TxStatus};
 use crate::server::{ServerLogin, ServerSecret};
 use crate::stats::ClientSlot;
-use crate::topology::NoNode;
+use crate::topology::{NoNode, Primary};
 use crate::{Phase, Shared};
 use conn::ClientConn;
 use login::{Opening, ScramPass};
@@ -110,76 +110,84 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     write::authentication_ok(&mut conn.write_buf);
 
     let mut params = ClientParams::from_startup(&msg);
-    let config = shared.config.load();
-    let node = match login_node(shared, &config, &params).await {
-        Ok(n) => n,
-        Err(e) => {
-            let msg = match e {
-                NoNode::NoPrimary => "pgbalancer: no primary is available (failover_wait_timeout reached)",
-                NoNode::Conflict => "pgbalancer: more than one backend claims to be primary (follow_primary: strict)",
-            };
-            conn.fatal(sqlstate::CANNOT_CONNECT_NOW, msg).await;
-            return Err(ClientError::Protocol("no node for login").into());
-        }
-    };
-    let backend = &shared.topology.nodes()[node];
+    let config = shared.config.load_full();
     let server_login = server_login(shared, &id.user, &id.database, scram.as_ref());
-    let key = PoolKey { database: id.database.clone(), user: id.user.clone(), backend: node };
-    let pool = shared.pools.get_or_create(key, &backend.host, backend.port, server_login.clone());
-    pool.set_login(server_login);
     let mode = config.pool_mode;
     let wait = config.query_wait_timeout;
-    drop(config);
 
     let cancel = shared.cancels.register();
-    // Like PgBouncer: once the pool knows what its servers report, and how
-    // they spell each of this client's settings, a login needs no server.
-    // Clients whose connect blocks (pgbench -C, many ORMs) must not wait
-    // for one inside their login.
-    let known = pool.initial_params().and_then(|initial| {
-        let spelled: Option<Vec<(String, String)>> =
-            params.iter().map(|(k, v)| pool.spelling(k, v).map(|s| (k.to_owned(), s))).collect();
-        spelled.map(|s| (initial, s))
-    });
-    let link = match known {
-        Some((initial, spelled)) => {
+    // Nodes that could not be reached during this login.
+    let mut tried = 0u64;
+    let (pool, link) = loop {
+        let node = match login_node(shared, &config, &params, tried).await {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = match e {
+                    NoNode::NoPrimary => "pgbalancer: no primary is available (failover_wait_timeout reached)",
+                    NoNode::Conflict => {
+                        "pgbalancer: more than one backend claims to be primary (follow_primary: strict)"
+                    }
+                };
+                conn.fatal(sqlstate::CANNOT_CONNECT_NOW, msg).await;
+                return Err(ClientError::Protocol("no node for login").into());
+            }
+        };
+        let backend = &shared.topology.nodes()[node];
+        let key = PoolKey { database: id.database.clone(), user: id.user.clone(), backend: node };
+        let pool = shared.pools.get_or_create(key, &backend.host, backend.port, server_login.clone());
+        pool.set_login(server_login.clone());
+        // Like PgBouncer: once the pool knows what its servers report, and how
+        // they spell each of this client's settings, a login needs no server.
+        // Clients whose connect blocks (pgbench -C, many ORMs) must not wait
+        // for one inside their login.
+        let known = pool.initial_params().and_then(|initial| {
+            let spelled: Option<Vec<(String, String)>> =
+                params.iter().map(|(k, v)| pool.spelling(k, v).map(|s| (k.to_owned(), s))).collect();
+            spelled.map(|s| (initial, s))
+        });
+        if let Some((initial, spelled)) = known {
             for (k, v) in initial.iter() {
                 let v = spelled.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map_or(v.as_str(), |(_, s)| s.as_str());
                 write::parameter_status(&mut conn.write_buf, k, v);
             }
-            Link::Idle
+            break (pool, Link::Idle);
         }
         // Otherwise link a server: it proves PostgreSQL accepts this user,
         // database and settings, and tells how it spells them.
-        None => {
-            let asked: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-            let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
-                Ok(g) => g,
-                Err(e) => {
-                    let (code, msg) = link_error_message(&e);
-                    conn.fatal(code, &msg).await;
-                    return Err(ClientError::Protocol("no server for login").into());
-                }
-            };
-            let server = guard.conn();
-            for (k, v) in &asked {
-                pool.learn_spelling(k, v, server.param(k).unwrap_or(v));
+        let asked: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
+            Ok(g) => g,
+            Err(e) if shared.topology.routed() && route::unreachable(&e) => {
+                // Not known to be down yet: try another node.
+                shared.topology.suspect(node);
+                tried |= route::bit(node);
+                continue;
             }
-            for (k, v) in &server.params {
-                write::parameter_status(&mut conn.write_buf, k, v);
+            Err(e) => {
+                let (code, msg) = link_error_message(&e);
+                conn.fatal(code, &msg).await;
+                return Err(ClientError::Protocol("no server for login").into());
             }
-            match mode {
-                PoolMode::Session => {
-                    cancel.slot.set(crate::cancel::CancelTarget {
-                        addr: server.addr,
-                        pid: server.backend_pid,
-                        key: server.backend_key,
-                    });
-                    Link::Linked(guard)
-                }
-                PoolMode::Transaction | PoolMode::Statement => Link::Idle,
-            }
+        };
+        let server = guard.conn();
+        for (k, v) in &asked {
+            pool.learn_spelling(k, v, server.param(k).unwrap_or(v));
         }
+        for (k, v) in &server.params {
+            write::parameter_status(&mut conn.write_buf, k, v);
+        }
+        let link = match mode {
+            PoolMode::Session => {
+                cancel.slot.set(crate::cancel::CancelTarget {
+                    addr: server.addr,
+                    pid: server.backend_pid,
+                    key: server.backend_key,
+                });
+                Link::Linked(guard)
+            }
+            PoolMode::Transaction | PoolMode::Statement => Link::Idle,
+        };
+        break (pool, link);
     };
     write::backend_key_data(&mut conn.write_buf, cancel.pid, cancel.key);
     write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
@@ -187,35 +195,46 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     Ok(Some(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel }))
 }
 
-/// The node a client logs in on. Session mode: its node for life — the
-/// primary, or a read node when the client asks for one
-/// (`-c pgbalancer.role=replica`). Transaction mode: only proves the login
-/// and learns parameters, so any node will do, the primary first.
-async fn login_node(shared: &Shared, config: &Config, params: &ClientParams) -> Result<usize, NoNode> {
+/// The node a client logs in on, not one of `tried` (unreachable during
+/// this login). Session mode: its node for life — the primary, or a read
+/// node when the client asks for one (`-c pgbalancer.role=replica`).
+/// Transaction mode: the login only proves the credentials and learns
+/// parameters, so any node will do, the primary first. With no candidate,
+/// waits up to `failover_wait_timeout` for the route table to change.
+async fn login_node(shared: &Shared, config: &Config, params: &ClientParams, mut tried: u64) -> Result<usize, NoNode> {
     let topology = &shared.topology;
     if !topology.routed() {
         return Ok(0);
     }
-    let reader = || {
-        let table = topology.table();
-        topology.picker.pick(config.load_balance, &table, topology.nodes(), |_| true)
-    };
     let hint = params.get(route::ROLE_SETTING).and_then(route::hint_word);
-    if config.pool_mode == PoolMode::Session {
-        if hint == Some(route::Hint::Replica) {
-            if let Some(n) = reader() {
-                return Ok(n);
-            }
+    let deadline = tokio::time::Instant::now() + config.failover_wait_timeout;
+    loop {
+        let mut changed = topology.subscribe();
+        let table = topology.table();
+        let (primary, no_primary) = match table.primary {
+            Primary::Node(p) if tried & route::bit(p) == 0 => (Some(p), NoNode::NoPrimary),
+            Primary::Conflict => (None, NoNode::Conflict),
+            _ => (None, NoNode::NoPrimary),
+        };
+        let reader =
+            || topology.picker.pick(config.load_balance, &table, topology.nodes(), |n| tried & route::bit(n.id) == 0);
+        let choice = match (config.pool_mode, hint) {
+            (PoolMode::Session, Some(route::Hint::Replica)) => reader().or(primary),
+            (PoolMode::Session, _) => primary,
+            _ => primary.or_else(reader),
+        };
+        if let Some(n) = choice {
+            return Ok(n);
         }
-        return topology.wait_primary(config.failover_wait_timeout).await;
-    }
-    match topology.primary() {
-        Ok(n) => Ok(n),
-        Err(e) => match reader() {
-            Some(n) => Ok(n),
-            None if e == NoNode::Conflict => Err(e),
-            None => topology.wait_primary(config.failover_wait_timeout).await,
-        },
+        drop(table);
+        if no_primary == NoNode::Conflict && config.pool_mode == PoolMode::Session {
+            return Err(NoNode::Conflict);
+        }
+        topology.check_now.notify_one();
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+            return Err(no_primary);
+        }
+        tried = 0;
     }
 }
 

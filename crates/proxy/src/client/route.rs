@@ -250,7 +250,7 @@ pub(super) enum Routed {
 
 /// The link failed because the node could not be reached (nothing was
 /// sent): another node may be tried.
-fn unreachable(e: &super::session::LinkError) -> bool {
+pub(super) fn unreachable(e: &super::session::LinkError) -> bool {
     use super::session::LinkError;
     matches!(
         e,
@@ -261,7 +261,7 @@ fn unreachable(e: &super::session::LinkError) -> bool {
         if f.code.as_deref().is_some_and(|c| c.starts_with("57P")))
 }
 
-fn bit(id: usize) -> u64 {
+pub(super) fn bit(id: usize) -> u64 {
     if id < 64 {
         1 << id
     } else {
