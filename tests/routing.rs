@@ -938,3 +938,77 @@ async fn pgbench_select_only_spreads_and_tpcb_writes() {
     let updates = calls_by_node(&e.c, &e.db, "UPDATE pgbench_accounts%").await;
     assert_eq!(updates["primary"], 400, "{updates:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 7. Regressions found in review
+// ---------------------------------------------------------------------------
+
+/// Reads that pin the client to its server (a role set with `set_config`,
+/// session characteristics, protocol statements without name mapping) run
+/// on the primary: a pinned client stays where it is, and its later writes
+/// must not land on a replica (SQLSTATE 25006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_pin_the_client_run_on_the_primary() {
+    let _g = NODES.read().await;
+    let e = env("rw_pins", "").await;
+    let proxy = e.proxy(round_robin).await;
+    let c = proxy.connect(&e.db).await;
+    assert_eq!(served_by(&c, "SELECT inet_server_port(), set_config('role', current_user, false)").await, e.primary);
+    assert_eq!(served_by(&c, "INSERT INTO t VALUES (1) RETURNING inet_server_port()").await, e.primary);
+
+    let c = proxy.connect(&e.db).await;
+    c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").await.unwrap();
+    c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE").await.unwrap();
+    assert_eq!(served_by(&c, "INSERT INTO t VALUES (2) RETURNING inet_server_port()").await, e.primary);
+
+    // Without name mapping, a named statement pins: prepared on the primary.
+    let proxy = e
+        .proxy(|cfg| {
+            round_robin(cfg);
+            cfg.max_prepared_statements = 0;
+        })
+        .await;
+    let c = proxy.connect(&e.db).await;
+    let read = c.prepare("SELECT inet_server_port()").await.unwrap();
+    let port: i32 = c.query_one(&read, &[]).await.unwrap().get(0);
+    assert_eq!(port as u16, e.primary);
+    assert_eq!(served_by(&c, "INSERT INTO t VALUES (3) RETURNING inet_server_port()").await, e.primary);
+}
+
+/// A read runs on a replica; meanwhile the client pipelines an unfinished
+/// extended batch (no Sync yet) and then a write that finishes it. The
+/// unfinished batch must not follow the read to the replica (the replica
+/// would wait for a Sync that the held write carries: a hang), and the
+/// write must run on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_batch_after_a_read_neither_hangs_nor_reaches_a_replica() {
+    use common::raw::{self, Next};
+    let _g = NODES.read().await;
+    let e = env("rw_hold", "").await;
+    let proxy = e
+        .proxy(|cfg| {
+            round_robin(cfg);
+            cfg.auth_type = pgbalancer_config::AuthType::Trust;
+        })
+        .await;
+    let mut c = raw::login(proxy.addr, &e.db, None).await;
+    let mut bytes = raw::query("SELECT pg_sleep(0.3), inet_server_port()");
+    bytes.extend(raw::parse("", "SET application_name = 'held'"));
+    bytes.extend(raw::bind_execute(""));
+    bytes.extend(raw::parse("", "INSERT INTO t VALUES (7) RETURNING inet_server_port()"));
+    bytes.extend(raw::bind_execute(""));
+    bytes.extend(raw::sync());
+    c.send(&bytes).await;
+    let first = common::within(Duration::from_secs(10), "the read's answer", c.until_ready()).await;
+    assert_eq!(raw::first_error(&first), None, "{first:?}");
+    let second = common::within(Duration::from_secs(10), "the pipelined write's answer", c.until_ready()).await;
+    assert_eq!(raw::first_error(&second), None, "{second:?}");
+    let ports: Vec<String> = second
+        .iter()
+        .filter_map(|m| match m {
+            Next::Message(b'D', body) => Some(String::from_utf8_lossy(&body[6..]).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, vec![e.primary.to_string()], "the write ran on the primary");
+}

@@ -62,6 +62,8 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
 
     if c.backends.is_empty() {
         bad("backends", "at least one backend is required".into());
+    } else if c.backends.len() > MAX_BACKENDS {
+        bad("backends", format!("at most {MAX_BACKENDS} backends are supported (got {})", c.backends.len()));
     }
     let mut primaries = 0;
     let mut seen = HashSet::new();
@@ -234,6 +236,9 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     }
     p
 }
+
+/// Most backends one pgbalancer routes over.
+pub const MAX_BACKENDS: usize = 64;
 
 fn check_secret(bad: &mut impl FnMut(&str, String), key: &str, s: &SecretRef) {
     match s {

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod client;
+pub mod control;
 pub mod error;
 pub mod pool;
 pub mod prepared;
@@ -54,5 +55,10 @@ pub struct Shared {
     /// Protocol-level prepared statements of transaction-mode clients.
     pub statements: prepared::Registry,
     pub stats: stats::Stats,
+    /// PgBouncer's PAUSE/RESUME.
+    pub pause: control::Pause,
+    /// Where the admin API and the SQL console send reload/stop requests;
+    /// set by the daemon (unset: those requests are refused).
+    pub control: std::sync::OnceLock<tokio::sync::mpsc::Sender<control::Command>>,
     pub(crate) phase: watch::Receiver<Phase>,
 }

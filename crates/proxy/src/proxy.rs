@@ -73,6 +73,8 @@ impl ProxyHandle {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             stats: Stats::default(),
+            pause: crate::control::Pause::default(),
+            control: std::sync::OnceLock::new(),
             phase: phase_rx,
         });
         let mut tasks = Vec::new();
@@ -128,6 +130,8 @@ impl ProxyHandle {
         let timeout = self.shared.config.load().shutdown_timeout;
         self.stop_accepting();
         let _ = self.phase.send(Phase::Draining);
+        // Clients waiting out a PAUSE finish their transactions too.
+        self.shared.pause.resume();
         let drained = async {
             loop {
                 let notified = self.shared.stats.no_clients.notified();

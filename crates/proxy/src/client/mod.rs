@@ -155,6 +155,7 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
         // Otherwise link a server: it proves PostgreSQL accepts this user,
         // database and settings, and tells how it spells them.
         let asked: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        shared.pause.wait_resumed().await;
         let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
             Ok(g) => g,
             Err(e) if shared.topology.routed() && route::unreachable(&e) => {

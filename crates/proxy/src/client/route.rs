@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use pgbalancer_config::{LoadBalanceMode, ReadYourWrites, TransactionRouting};
 
-use super::session::{link_error_message, link_server, Exit, Link, Session};
+use super::session::{link_error_message, link_server, names_reserved, Exit, Link, Session, UNREPLAYABLE};
 use crate::cancel::CancelTarget;
 use crate::error::{Error, PoolError, ServerError};
 use crate::pool::{Pool, PoolKey};
@@ -95,31 +95,50 @@ pub fn comment_hint(text: &str) -> Option<Hint> {
     }
 }
 
-/// What one statement text needs.
-pub fn text_need(text: &str, classifier: &Classifier) -> Need {
-    if text.contains("pgbalancer") {
+/// What one statement text needs. `rewrite`: statement names are mapped
+/// (a mention of pgbalancer's reserved names pins the client).
+pub fn text_need(text: &str, classifier: &Classifier, rewrite: bool) -> Need {
+    let t = text.trim_start();
+    if t.starts_with("/*") || t.starts_with("--") {
         match comment_hint(text) {
             Some(Hint::Primary) => return Need::Primary,
             Some(Hint::Replica) => return Need::Read,
             None => {}
         }
     }
-    match classifier.classify(text) {
+    let need = match classifier.classify(text) {
         Class::Read | Class::Begin { read_only: true } | Class::SetTransactionReadOnly => Need::Read,
-        // `SET ROLE`, `SET SESSION AUTHORIZATION` and the like pin the
-        // client to its server: that must be the primary.
-        Class::Neutral if session_effects(text).pin.is_some() => Need::Primary,
         Class::Neutral => Need::Any,
-        Class::Write | Class::Begin { read_only: false } | Class::Commit => Need::Primary,
+        Class::Write | Class::Begin { read_only: false } | Class::Commit => return Need::Primary,
+    };
+    // Whatever pins the client to its server (SET ROLE, set_config of a
+    // role, temp objects, SET seed ...) must happen on the primary: a
+    // pinned client stays where it is.
+    if pins(text, rewrite) {
+        return Need::Primary;
     }
+    need
 }
 
-/// What a batch of complete client messages needs. `statements` resolves
-/// names of protocol-level statements bound in it.
-pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatements) -> Need {
+/// Whether running `text` pins the client to its server (the rules of
+/// `Session::note_effects`).
+fn pins(text: &str, rewrite: bool) -> bool {
+    let fx = session_effects(text);
+    fx.pin.is_some()
+        || fx.settings.iter().any(|n| UNREPLAYABLE.contains(&n.as_str()))
+        || (rewrite && names_reserved(text))
+}
+
+/// What a batch of complete client messages needs. `statements`
+/// resolves names of protocol-level statements bound in it; `rewrite`:
+/// statement names are mapped (without, a named statement pins).
+///
+/// A batch that does not end with Sync or a Query needs the primary
+/// whatever it holds: the implicit transaction it opens may go on with a
+/// write, and the server then waits for more of this client's messages.
+pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatements, rewrite: bool) -> Need {
     let mut need = Need::Any;
     let mut complete = false;
-    let mut unnamed_parsed = false;
     let mut off = 0;
     while let Ok(Some(h)) = frame::peek_header(&src[off..], usize::MAX) {
         let body = &src[off + HEADER_LEN..off + h.total_len];
@@ -128,27 +147,20 @@ pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatem
         let this = match h.tag {
             fe::QUERY => {
                 complete = true;
-                text_need(read::query_text(body).unwrap_or(""), classifier)
+                text_need(read::query_text(body).unwrap_or(""), classifier, rewrite)
             }
             fe::PARSE => match read::parse(body) {
-                Some((name, rest)) => {
-                    unnamed_parsed |= name.is_empty();
-                    text_need(read::parse_query(rest).unwrap_or(""), classifier)
-                }
+                Some((name, _)) if !name.is_empty() && !rewrite => Need::Primary,
+                Some((_, rest)) => text_need(read::parse_query(rest).unwrap_or(""), classifier, rewrite),
                 None => Need::Primary,
             },
             fe::BIND => match read::bind(body) {
-                Some((_, b"", _)) => {
-                    // The unnamed statement: decided by its Parse in this
-                    // batch; one from an earlier batch lives where that ran.
-                    if unnamed_parsed {
-                        Need::Any
-                    } else {
-                        Need::Primary
-                    }
-                }
+                // The unnamed statement lives on the server its Parse went
+                // to: with this batch's Parse, or on the server the client
+                // still holds.
+                Some((_, b"", _)) => Need::Any,
                 Some((_, stmt, _)) => match statements.get(stmt) {
-                    Some(s) => text_need(s.query(), classifier),
+                    Some(s) => text_need(s.query(), classifier, rewrite),
                     None => Need::Primary,
                 },
                 None => Need::Primary,
@@ -166,23 +178,24 @@ pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatem
             return Need::Primary;
         }
     }
-    if need == Need::Read && !complete {
-        // An implicit transaction still open at the end of the batch may go
-        // on with a write.
+    if !complete {
         return Need::Primary;
     }
     need
 }
 
-/// A lone `BEGIN` / `START TRANSACTION` that `transaction_routing:
-/// first_statement` may hold back until the next statement says where the
-/// transaction runs. Not `SERIALIZABLE` (a replica refuses it) and not
-/// `READ ONLY` (that is routed to a read node at once).
-pub fn deferrable_begin(text: &str, classifier: &Classifier) -> bool {
-    classifier.classify(text) == Class::Begin { read_only: false }
-        && !text.contains(';')
-        && !text.to_ascii_lowercase().contains("serializable")
-        && !text.to_ascii_lowercase().contains("read write")
+/// A lone plain `BEGIN` that `transaction_routing: first_statement` may
+/// hold back until the next statement says where the transaction runs:
+/// no access mode, no isolation level, no comment (those go where they
+/// say, or to the primary).
+pub fn deferrable_begin(text: &str) -> Option<&'static str> {
+    let t = text.trim().trim_end_matches(';').trim_end().to_ascii_lowercase();
+    let words: Vec<&str> = t.split_ascii_whitespace().collect();
+    match words.as_slice() {
+        ["begin"] | ["begin", "work"] | ["begin", "transaction"] => Some("BEGIN"),
+        ["start", "transaction"] => Some("START TRANSACTION"),
+        _ => None,
+    }
 }
 
 /// How a held-back transaction ends when nothing ran in it: the command
@@ -219,6 +232,19 @@ pub struct Router {
     /// `transaction_routing: first_statement`: the client's `BEGIN`, held
     /// back (the client was told it is in a transaction).
     pub deferred_begin: Option<String>,
+    /// `read_your_writes: lsn`: the position of the last write could not be
+    /// read; reads go to the primary for `read_your_writes_window`.
+    pub lsn_unknown: bool,
+}
+
+/// Where the primary's WAL was after a client's transaction there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Not asked (`read_your_writes` is not `lsn`, or not a write).
+    NotRead,
+    At(u64),
+    /// Asked but not known (the query failed, the server is gone).
+    Unknown,
 }
 
 /// A routed transaction in flight.
@@ -261,6 +287,29 @@ pub(super) fn unreachable(e: &super::session::LinkError) -> bool {
         if f.code.as_deref().is_some_and(|c| c.starts_with("57P")))
 }
 
+/// Whether the server is a standby. PostgreSQL 14 and later report
+/// `in_hot_standby` at login; an idle pooled server may not have reported
+/// its promotion yet, so a standby is asked (one round trip, only then).
+async fn in_recovery(guard: &mut crate::pool::ServerGuard) -> bool {
+    let conn = guard.conn();
+    if conn.param("in_hot_standby") != Some("on") {
+        return false;
+    }
+    guard.set_clean(false);
+    let conn = guard.conn();
+    match conn.query_row("SELECT pg_catalog.pg_is_in_recovery()").await {
+        Ok(Ok(row)) if row.first().and_then(|v| v.as_deref()) == Some("f") => {
+            guard.set_clean(true);
+            false
+        }
+        Ok(Ok(_)) => {
+            guard.set_clean(true);
+            true
+        }
+        _ => true,
+    }
+}
+
 pub(super) fn bit(id: usize) -> u64 {
     if id < 64 {
         1 << id
@@ -285,9 +334,9 @@ impl Session {
                     write::command_complete(&mut out, tag);
                     write::ready_for_query(&mut out, TxStatus::Idle);
                 }
-            } else if first_statement && self.pin.is_none() && deferrable_begin(text, &classifier) {
+            } else if let (true, None, Some(tag)) = (first_statement, self.pin, deferrable_begin(text)) {
                 router.deferred_begin = Some(text.to_owned());
-                write::command_complete(&mut out, "BEGIN");
+                write::command_complete(&mut out, tag);
                 write::ready_for_query(&mut out, TxStatus::InTransaction);
             }
             if !out.is_empty() {
@@ -295,7 +344,7 @@ impl Session {
                 return Ok(Routed::Answered);
             }
         }
-        let need = batch_need(src, &classifier, &self.statements);
+        let need = batch_need(src, &classifier, &self.statements, self.rewrite);
         let hint = self.params.get(ROLE_SETTING).and_then(hint_word);
         Ok(Routed::Need(match hint {
             Some(Hint::Primary) => Need::Primary,
@@ -304,12 +353,14 @@ impl Session {
         }))
     }
 
-    /// A batch must wait: the client holds a read node for an implicit
-    /// transaction that has not ended, and the next batch needs the
-    /// primary.
+    /// A batch must wait: the client holds a node other than the primary
+    /// for an implicit transaction that has not ended, and the batch needs
+    /// the primary. (Batches that reach such a node are complete, so the
+    /// server ends its work without more input from the client.)
     pub(super) fn must_hold(&mut self, end: usize) -> bool {
         let Some(router) = &self.router else { return false };
-        if !router.current.as_ref().is_some_and(|x| x.need == Need::Read) || self.pin.is_some() {
+        let Some(node) = router.current.as_ref().map(Exchange::node) else { return false };
+        if self.pin.is_some() || self.shared.topology.table().primary == Primary::Node(node) {
             return false;
         }
         let Link::Linked(g) = &mut self.link else { return false };
@@ -319,7 +370,9 @@ impl Session {
             return false;
         }
         let classifier = self.shared.classifier.load();
-        batch_need(&self.client.read_buf[..end], &classifier, &self.statements) == Need::Primary
+        let hinted = self.params.get(ROLE_SETTING).and_then(hint_word) == Some(Hint::Replica);
+        !hinted
+            && batch_need(&self.client.read_buf[..end], &classifier, &self.statements, self.rewrite) == Need::Primary
     }
 
     /// Whether client input waits (see `must_hold`); ends once the read
@@ -336,9 +389,12 @@ impl Session {
         still
     }
 
-    /// Links a server on the node `need` calls for, trying others when a
-    /// node cannot be reached, and waiting up to `failover_wait_timeout`
-    /// for a primary. On failure the client has been told.
+    /// Links a server on the node `need` calls for. A read goes to
+    /// another node when one fails (in the end to the primary); the
+    /// primary is waited for up to `failover_wait_timeout` when none is up
+    /// or it cannot be reached, and a new server of the primary that turns
+    /// out to be a standby (`in_hot_standby`) is not used. On failure the
+    /// client has been told.
     pub(super) async fn link_routed(&mut self, need: Need) -> Result<(), Exit> {
         let (wait, failover_wait, measure) = {
             let c = self.shared.config.load();
@@ -348,6 +404,7 @@ impl Session {
         let topology = &shared.topology;
         let deadline = tokio::time::Instant::now() + failover_wait;
         let mut tried = 0u64;
+        let mut last_error = None;
         loop {
             let mut changed = topology.subscribe();
             let node = match self.choose(need, tried) {
@@ -363,26 +420,41 @@ impl Session {
                     return Err(Exit::Closed);
                 }
                 Err(NoNode::NoPrimary) => {
-                    if tried == 0 {
-                        if topology.wait_primary(deadline - tokio::time::Instant::now()).await.is_ok() {
-                            continue;
-                        }
-                    } else if tokio::time::timeout_at(deadline, changed.changed()).await.is_ok() {
+                    let waited = if tried == 0 {
+                        topology
+                            .wait_primary(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                            .await
+                            .is_ok()
+                    } else {
+                        tokio::time::timeout_at(deadline, changed.changed()).await.is_ok()
+                    };
+                    if waited {
                         tried = 0;
                         continue;
                     }
-                    self.client
-                        .fatal(
+                    let (code, msg) = match &last_error {
+                        Some(e) => link_error_message(e),
+                        None => (
                             sqlstate::CANNOT_CONNECT_NOW,
-                            "pgbalancer: no primary is available (failover_wait_timeout reached)",
-                        )
-                        .await;
+                            "pgbalancer: no primary is available (failover_wait_timeout reached)".to_owned(),
+                        ),
+                    };
+                    self.client.fatal(code, &msg).await;
                     return Err(Exit::Closed);
                 }
             };
             let pool = self.node_pool(node);
             match link_server(&pool, &mut self.params, wait).await {
                 Ok(mut guard) => {
+                    if need == Need::Primary && bit(node) != 0 && Box::pin(in_recovery(&mut guard)).await {
+                        // The node went into recovery since its last check
+                        // (a switchover): the next check will tell.
+                        tracing::warn!(node, "the write target's server is a standby; waiting for a primary");
+                        drop(guard);
+                        topology.suspect(node);
+                        tried |= bit(node);
+                        continue;
+                    }
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
                     let router = self.router.as_mut().expect("routed session");
@@ -391,10 +463,20 @@ impl Session {
                     self.link = Link::Linked(guard);
                     return Ok(());
                 }
-                Err(e) if unreachable(&e) && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(node, error = %e, "node unreachable; trying another");
+                // Nothing was sent: a read may run on any other node.
+                Err(e) if need != Need::Primary && bit(node) != 0 => {
+                    tracing::debug!(node, error = %e, "cannot link a read node; trying another");
+                    if unreachable(&e) {
+                        topology.suspect(node);
+                    }
+                    tried |= bit(node);
+                    last_error = Some(e);
+                }
+                Err(e) if unreachable(&e) && tokio::time::Instant::now() < deadline && bit(node) != 0 => {
+                    tracing::debug!(node, error = %e, "primary unreachable; waiting for the next check");
                     topology.suspect(node);
                     tried |= bit(node);
+                    last_error = Some(e);
                 }
                 Err(e) => {
                     let (code, msg) = link_error_message(&e);
@@ -424,9 +506,12 @@ impl Session {
             Primary::Node(_) | Primary::None => Err(NoNode::NoPrimary),
             Primary::Conflict => Err(NoNode::Conflict),
         };
+        let recent_write = router.wrote_at.is_some_and(|t| t.elapsed() < window);
         let reads_primary = match ryw {
-            ReadYourWrites::Primary => router.wrote_at.is_some_and(|t| t.elapsed() < window),
-            _ => false,
+            ReadYourWrites::Primary => recent_write,
+            // The position of the last write is not known: the window.
+            ReadYourWrites::Lsn => router.lsn_unknown && recent_write,
+            ReadYourWrites::Off => false,
         };
         match need {
             Need::Primary => primary,
@@ -471,26 +556,35 @@ impl Session {
         }
         let n = &self.shared.topology.nodes()[node];
         let key = PoolKey { database: self.database.clone(), user: self.user.clone(), backend: node };
-        let pool = self.shared.pools.get_or_create(key, &n.host, n.port, self.pool.login());
+        let login = self.pool.login();
+        let pool = self.shared.pools.get_or_create(key, &n.host, n.port, login.clone());
+        // An existing pool may hold an older login (a reload changed a
+        // password since): this client's login is current.
+        pool.set_login(login);
         router.pools[node] = Some(pool.clone());
         pool
     }
 
-    /// The transaction on the linked server ended (or the server is gone):
-    /// its node's counters and the client's read-your-writes marks.
-    pub(super) fn end_exchange(&mut self, wrote_lsn: Option<u64>) {
+    /// The transaction on the linked server ended (`clean`: the server
+    /// went back to its pool; else it is gone): the node's counters, a
+    /// response-time sample, and the client's read-your-writes marks.
+    pub(super) fn end_exchange(&mut self, commit: Commit, clean: bool) {
         let Some(router) = self.router.as_mut() else { return };
         let Some(x) = router.current.take() else { return };
-        if let Some(t0) = x.started {
-            if x.need == Need::Read {
-                x.flight.node().observe_latency(t0.elapsed());
-            }
+        if let (Some(t0), true, Need::Read) = (x.started, clean, x.need) {
+            x.flight.node().observe_latency(t0.elapsed());
         }
-        if x.need == Need::Primary {
-            router.wrote_at = Some(Instant::now());
-            if let Some(lsn) = wrote_lsn {
+        if x.need != Need::Primary {
+            return;
+        }
+        router.wrote_at = Some(Instant::now());
+        match commit {
+            Commit::At(lsn) => {
                 router.wrote_lsn = router.wrote_lsn.max(lsn);
+                router.lsn_unknown = false;
             }
+            Commit::Unknown => router.lsn_unknown = true,
+            Commit::NotRead => {}
         }
     }
 
@@ -557,7 +651,7 @@ mod tests {
     }
 
     fn need(src: &[u8]) -> Need {
-        batch_need(src, &c(), &ClientStatements::default())
+        batch_need(src, &c(), &ClientStatements::default(), true)
     }
 
     #[test]
@@ -570,6 +664,12 @@ mod tests {
         assert_eq!(need(&query("BEGIN READ ONLY")), Need::Read);
         assert_eq!(need(&query("SET search_path = a")), Need::Any);
         assert_eq!(need(&query("SET ROLE other")), Need::Primary, "pins the client");
+        // Reads that pin the client go to the primary too: it stays there.
+        assert_eq!(need(&query("SELECT set_config('role', 'other', false)")), Need::Primary);
+        assert_eq!(need(&query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")), Need::Primary);
+        assert_eq!(need(&query("SELECT * FROM pg_temp.t")), Need::Primary);
+        assert_eq!(need(&query("SELECT * FROM _pgb_s1")), Need::Primary, "reserved names pin");
+        assert_eq!(need(&query("SET seed = 0.5")), Need::Primary, "unreplayable setting");
         let mut two = query("SELECT 1");
         two.extend_from_slice(&query("UPDATE t SET a = 1"));
         assert_eq!(need(&two), Need::Primary, "every statement of the batch counts");
@@ -586,6 +686,7 @@ mod tests {
         );
         assert_eq!(need(&query("SELECT 1 /* pgbalancer: primary */")), Need::Read, "only leading comments");
         assert_eq!(need(&query("-- note\n/* pgbalancer: primary */ SELECT 1")), Need::Primary);
+        assert_eq!(need(&query("/* PGBALANCER: Primary */ SELECT 1")), Need::Primary, "any case");
         assert_eq!(need(&query("/* pgbalancer: auto */ SELECT 1")), Need::Read);
         assert_eq!(comment_hint("/* pgbalancer: primaryx */"), None);
         assert_eq!(comment_hint("/* pgbalancer: primary, please */"), None);
@@ -608,10 +709,18 @@ mod tests {
         assert_eq!(need(&w), Need::Primary);
         let mut lone = bind("");
         lone.extend(sync());
-        assert_eq!(need(&lone), Need::Primary, "unnamed statement of an earlier batch");
+        assert_eq!(need(&lone), Need::Any, "the unnamed statement runs where its Parse went");
         let mut unknown = bind("s1");
         unknown.extend(sync());
         assert_eq!(need(&unknown), Need::Primary);
+        let mut set = parse("", "SET search_path = a");
+        set.extend(bind(""));
+        assert_eq!(need(&set), Need::Primary, "an incomplete batch waits for more of the client on its server");
+        assert_eq!(need(&msg(fe::FLUSH, &[])), Need::Primary);
+        let mut named = parse("s1", "SELECT 1");
+        named.extend(sync());
+        assert_eq!(need(&named), Need::Read, "named statements are mapped");
+        assert_eq!(batch_need(&named, &c(), &ClientStatements::default(), false), Need::Primary, "unmapped: pins");
         assert_eq!(need(&sync()), Need::Any);
         assert_eq!(need(&msg(b'F', &[0; 10])), Need::Primary, "FunctionCall");
     }
@@ -629,20 +738,27 @@ mod tests {
         statements.insert(b"w", registry.register(&body("DELETE FROM t"), b""));
         let mut r = bind("r");
         r.extend(sync());
-        assert_eq!(batch_need(&r, &c(), &statements), Need::Read);
+        assert_eq!(batch_need(&r, &c(), &statements, true), Need::Read);
         let mut w = bind("w");
         w.extend(sync());
-        assert_eq!(batch_need(&w, &c(), &statements), Need::Primary);
+        assert_eq!(batch_need(&w, &c(), &statements, true), Need::Primary);
     }
 
     #[test]
     fn begin_deferral() {
-        let c = c();
-        assert!(deferrable_begin("BEGIN", &c));
-        assert!(deferrable_begin("start transaction", &c));
-        assert!(!deferrable_begin("BEGIN ISOLATION LEVEL SERIALIZABLE", &c));
-        assert!(!deferrable_begin("BEGIN READ ONLY", &c));
-        assert!(!deferrable_begin("BEGIN; SELECT 1", &c));
+        assert_eq!(deferrable_begin("BEGIN"), Some("BEGIN"));
+        assert_eq!(deferrable_begin("begin work;"), Some("BEGIN"));
+        assert_eq!(deferrable_begin("start transaction"), Some("START TRANSACTION"));
+        for not in [
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "BEGIN READ ONLY",
+            "BEGIN READ\tWRITE",
+            "BEGIN; SELECT 1",
+            "/* pgbalancer: primary */ BEGIN",
+            "BEGIN /* x */",
+        ] {
+            assert_eq!(deferrable_begin(not), None, "{not}");
+        }
         assert_eq!(lone_end_tag("commit;"), Some("COMMIT"));
         assert_eq!(lone_end_tag("END WORK"), Some("COMMIT"));
         assert_eq!(lone_end_tag("ROLLBACK"), Some("ROLLBACK"));

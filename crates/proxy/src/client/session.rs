@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::conn::ClientConn;
 use super::params::ClientParams;
 use super::rewrite::{self, Answer, Batch, Handled, Note, Reply, Rewriter};
-use super::route::{Need, Router};
+use super::route::{Commit, Need, Router};
 use crate::cancel::{CancelTarget, Registration};
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
@@ -62,7 +62,7 @@ pub struct Session {
     read_hint: usize,
     /// Transaction/statement mode with `max_prepared_statements` > 0:
     /// statement names are mapped (fixed for the session's life).
-    rewrite: bool,
+    pub(super) rewrite: bool,
     /// The client's protocol-level statements (when `rewrite`).
     pub(super) statements: ClientStatements,
     /// Transaction/statement mode: why the client keeps its server.
@@ -179,11 +179,7 @@ impl Session {
             let waiting_on_client = self.flow.owes_nothing() && !self.flow.in_copy_in();
             let tx = match &mut self.link {
                 Link::Linked(g) => g.conn().tx_status,
-                // A held-back BEGIN: the client is in a transaction.
-                Link::Idle if self.router.as_ref().is_some_and(|r| r.deferred_begin.is_some()) => {
-                    TxStatus::InTransaction
-                }
-                Link::Idle => TxStatus::Idle,
+                Link::Idle => self.unlinked_status(),
             };
             let phase = *self.phase.borrow();
             if phase == Phase::Stopping || (phase == Phase::Draining && self.flow.is_settled() && tx == TxStatus::Idle)
@@ -458,7 +454,7 @@ impl Session {
                 }
                 c.tx_status
             }
-            Link::Idle => TxStatus::Idle,
+            Link::Idle => self.unlinked_status(),
         };
         if !self.flow.answer_due() {
             return Ok(());
@@ -557,6 +553,11 @@ impl Session {
         if !matches!(self.link, Link::Idle) {
             return Ok(Ok(()));
         }
+        if self.shared.pause.is_paused() {
+            if let Err(exit) = self.wait_resumed().await {
+                return Ok(Err(exit));
+            }
+        }
         if self.router.is_some() {
             if let Err(exit) = self.link_routed(need).await {
                 return Ok(Err(exit));
@@ -583,6 +584,20 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// PAUSE: a new transaction waits for RESUME (or the end).
+    async fn wait_resumed(&mut self) -> Result<(), Exit> {
+        let shared = self.shared.clone();
+        tokio::select! {
+            _ = shared.pause.wait_resumed() => Ok(()),
+            _ = async { self.phase.wait_for(|p| *p == Phase::Stopping).await.is_ok() } => {
+                self.client
+                    .fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection: pgbalancer is shutting down")
+                    .await;
+                Err(Exit::Closed)
+            }
+        }
     }
 
     /// Streams what the server sent to the client, in one write, and
@@ -706,11 +721,22 @@ impl Session {
         r.map_err(Error::from)
     }
 
-    /// The transaction status of the linked server (idle when none).
+    /// The transaction status of the linked server (see `unlinked_status`
+    /// when none).
     fn tx_status(&mut self) -> TxStatus {
         match &mut self.link {
             Link::Linked(g) => g.conn().tx_status,
-            Link::Idle => TxStatus::Idle,
+            Link::Idle => self.unlinked_status(),
+        }
+    }
+
+    /// The client's transaction status while it holds no server: idle,
+    /// unless its `BEGIN` is held back (`transaction_routing:
+    /// first_statement`).
+    fn unlinked_status(&self) -> TxStatus {
+        match &self.router {
+            Some(r) if r.deferred_begin.is_some() => TxStatus::InTransaction,
+            _ => TxStatus::Idle,
         }
     }
 
@@ -744,23 +770,27 @@ impl Session {
             clean = Box::pin(capture_settings(conn, &mut self.params, &self.capture)).await;
             self.capture.clear();
         }
-        let mut wrote_lsn = None;
-        if clean && self.wants_commit_lsn() {
-            let conn = guard.conn();
-            match Box::pin(conn.query_row("SELECT pg_catalog.pg_current_wal_insert_lsn()")).await {
-                Ok(Ok(row)) => {
-                    wrote_lsn = row.first().and_then(|v| v.as_deref()).and_then(crate::topology::health::parse_lsn)
+        let mut commit = Commit::NotRead;
+        if self.wants_commit_lsn() {
+            commit = Commit::Unknown;
+            if clean {
+                let conn = guard.conn();
+                match Box::pin(conn.query_row("SELECT pg_catalog.pg_current_wal_insert_lsn()")).await {
+                    Ok(Ok(row)) => {
+                        if let Some(lsn) =
+                            row.first().and_then(|v| v.as_deref()).and_then(crate::topology::health::parse_lsn)
+                        {
+                            commit = Commit::At(lsn);
+                        }
+                    }
+                    _ => clean = false,
                 }
-                _ => clean = false,
             }
-            // Unknown: the client's reads go to the primary until the
-            // next write tells.
-            wrote_lsn = wrote_lsn.or(Some(u64::MAX));
         }
         guard.set_clean(clean);
         self.cancel.slot.clear().await;
         drop(guard);
-        self.end_exchange(wrote_lsn);
+        self.end_exchange(commit, clean);
         self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -778,7 +808,7 @@ impl Session {
             let bytes = conn.take(end);
             mid_message = conn.mid_message();
             drop(guard);
-            self.end_exchange(None);
+            self.end_exchange(Commit::Unknown, false);
             let _ = self.client.write_all(&bytes).await;
         }
         // Cut inside a message, the client could not frame anything more:
@@ -790,7 +820,7 @@ impl Session {
 
     /// Leaves the server connection clean (session mode reset) or closes it.
     async fn finish(&mut self) {
-        self.end_exchange(None);
+        self.end_exchange(Commit::NotRead, false);
         let Link::Linked(mut guard) = std::mem::replace(&mut self.link, Link::Idle) else { return };
         self.cancel.slot.clear_now();
         let idle = {
@@ -910,7 +940,7 @@ const READY_FOR_QUERY_LEN: usize = 6;
 
 /// Settings whose value cannot be read back and set again: changing them
 /// pins the client instead.
-const UNREPLAYABLE: [&str; 1] = ["seed"];
+pub(super) const UNREPLAYABLE: [&str; 1] = ["seed"];
 
 /// Writes the answers pgbalancer owes that are now due, `tx` being the
 /// transaction status to report.
@@ -930,7 +960,7 @@ fn answer_due(flow: &mut Flow<Note>, statements: &mut ClientStatements, out: &mu
 /// True when a statement text may name one of pgbalancer's shared
 /// statements (`_pgb_…`, in any case): such a client is pinned, so what it
 /// does to them stays on its own server, which is reset when it leaves.
-fn names_reserved(text: &str) -> bool {
+pub(super) fn names_reserved(text: &str) -> bool {
     let b = text.as_bytes();
     b.iter().enumerate().any(|(i, &c)| c == b'_' && rewrite::is_reserved(&b[i..]))
 }

@@ -21,10 +21,19 @@ use crate::server::{ServerConn, ServerLogin, ServerSecret};
 use crate::Shared;
 
 /// One query tells role, WAL position and replay delay.
-const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
-     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
-     CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() \
-          THEN 0 ELSE COALESCE(EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END";
+/// The third column: seconds since the last replayed transaction, when the
+/// replica has received WAL it has not replayed (else 0: an idle primary
+/// makes no replay lag).
+const CHECK_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+          ELSE pg_catalog.pg_current_wal_lsn() END, \
+     CASE WHEN NOT pg_catalog.pg_is_in_recovery() \
+               OR pg_catalog.pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_catalog.pg_last_wal_replay_lsn() \
+          THEN 0 ELSE COALESCE(EXTRACT(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0) END, \
+     COALESCE(EXTRACT(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)";
+
+/// Shortest time between rounds, whatever the config says.
+const MIN_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one passing check read.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +43,9 @@ pub struct Probe {
     pub lsn: u64,
     /// Seconds the replay is behind (0 when caught up with what it received).
     pub replay_delay: f64,
+    /// Seconds since the last replayed transaction (replicas), whatever
+    /// was received.
+    pub since_replay: f64,
 }
 
 /// How a check went.
@@ -57,6 +69,8 @@ pub async fn run(shared: Arc<Shared>) {
         let config = shared.config.load_full();
         let failed_any = round(topology, &config, &mut conns).await;
         let pause = if failed_any { config.health_check_retry_delay } else { config.health_check_period };
+        // Turning checks off needs a restart; a reload to 0 must not spin.
+        let pause = pause.max(MIN_PAUSE);
         drop(config);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -87,6 +101,15 @@ async fn round(topology: &Topology, config: &Config, conns: &mut [Option<Box<Ser
         Outcome::Passed(p) if !p.in_recovery && n.usable() => Some(p.lsn),
         _ => None,
     });
+    // The primary did not answer: measure against where it was last seen,
+    // so a lagging replica stays banned meanwhile.
+    let primary_lsn = match primary_lsn {
+        Some(lsn) => {
+            topology.primary_lsn.fetch_max(lsn, Ordering::Relaxed);
+            Some(lsn)
+        }
+        None => Some(topology.primary_lsn.load(Ordering::Relaxed)).filter(|&l| l > 0),
+    };
     let mut retry = false;
     for (node, outcome) in topology.nodes().iter().zip(outcomes) {
         node.stats.checks.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +123,10 @@ async fn round(topology: &Topology, config: &Config, conns: &mut [Option<Box<Ser
                 if p.in_recovery {
                     let lag = primary_lsn.map_or(0, |at| at.saturating_sub(p.lsn));
                     node.lag_bytes.store(lag, Ordering::Relaxed);
-                    node.lag_us.store((p.replay_delay.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+                    // Behind the primary but nothing left to replay: WAL
+                    // does not arrive (streaming broken or slow).
+                    let delay = if lag > 0 { p.replay_delay.max(p.since_replay) } else { p.replay_delay };
+                    node.lag_us.store((delay.max(0.0) * 1e6) as u64, Ordering::Relaxed);
                 } else {
                     node.lag_bytes.store(0, Ordering::Relaxed);
                     node.lag_us.store(0, Ordering::Relaxed);
@@ -115,8 +141,10 @@ async fn round(topology: &Topology, config: &Config, conns: &mut [Option<Box<Ser
                         "health check refused by the server: the node counts as up, its role as configured; \
                          check health_check_user / health_check_password");
                 }
+                // Alive; the role it last reported stands (a refused
+                // check must not turn an old primary, now a standby, back
+                // into its configured role).
                 set_health(node, Health::Up);
-                node.observed.store(0, Ordering::Relaxed);
             }
             Outcome::Failed(why) => {
                 node.stats.check_failures.fetch_add(1, Ordering::Relaxed);
@@ -236,7 +264,8 @@ fn parse_probe(row: &[Option<String>]) -> Option<Probe> {
     // A replica that has replayed nothing yet reports NULL.
     let lsn = row.get(1)?.as_deref().map_or(Some(0), parse_lsn)?;
     let replay_delay = row.get(2)?.as_deref().unwrap_or("0").parse().ok()?;
-    Some(Probe { in_recovery, lsn, replay_delay })
+    let since_replay = row.get(3)?.as_deref().unwrap_or("0").parse().ok()?;
+    Some(Probe { in_recovery, lsn, replay_delay, since_replay })
 }
 
 /// `pg_lsn` text (`16/B374D848`) as a number.
@@ -263,15 +292,16 @@ mod tests {
 
     #[test]
     fn probe_rows() {
-        let row =
-            |a: &str, b: Option<&str>, c: &str| vec![Some(a.to_owned()), b.map(str::to_owned), Some(c.to_owned())];
+        let row = |a: &str, b: Option<&str>, c: &str| {
+            vec![Some(a.to_owned()), b.map(str::to_owned), Some(c.to_owned()), Some("2.5".to_owned())]
+        };
         assert_eq!(
             parse_probe(&row("t", Some("0/3000060"), "1.5")),
-            Some(Probe { in_recovery: true, lsn: 0x300_0060, replay_delay: 1.5 })
+            Some(Probe { in_recovery: true, lsn: 0x300_0060, replay_delay: 1.5, since_replay: 2.5 })
         );
         assert_eq!(
-            parse_probe(&row("f", Some("1/0"), "0")),
-            Some(Probe { in_recovery: false, lsn: 1 << 32, replay_delay: 0.0 })
+            parse_probe(&row("f", Some("1/0"), "0")).map(|p| (p.in_recovery, p.lsn, p.replay_delay)),
+            Some((false, 1 << 32, 0.0))
         );
         assert_eq!(parse_probe(&row("t", None, "0")).map(|p| p.lsn), Some(0));
         assert_eq!(parse_probe(&row("maybe", Some("0/1"), "0")), None);

@@ -306,6 +306,11 @@ pub struct Topology {
     /// Whether health checks run.
     checked: bool,
     pub(crate) picker: Picker,
+    /// Rebuilds run one at a time, so none is lost to a race.
+    rebuilding: Mutex<()>,
+    /// The primary's WAL position at the last check that reached it: lag
+    /// is measured against it while the primary does not answer.
+    pub(crate) primary_lsn: AtomicU64,
 }
 
 const NO_NODE: usize = usize::MAX;
@@ -327,6 +332,8 @@ impl Topology {
             check_now: Notify::new(),
             checked,
             picker: Picker::default(),
+            rebuilding: Mutex::new(()),
+            primary_lsn: AtomicU64::new(0),
         };
         t.rebuild();
         t
@@ -417,7 +424,11 @@ impl Topology {
     pub fn rebuild(&self) {
         let policy = *self.policy.lock().unwrap();
         let usable = |n: &&Arc<Node>| n.usable();
-        let forced = self.forced_primary().filter(|&i| self.nodes[i].usable());
+        let _one_at_a_time = self.rebuilding.lock().unwrap();
+        // The operator's choice, unless that node is down, detached, or
+        // observed in recovery (writes would fail there).
+        let forced =
+            self.forced_primary().filter(|&i| self.nodes[i].usable() && self.nodes[i].observed_role() != Role::Replica);
         let primary = match forced {
             Some(i) => Primary::Node(i),
             None => {

@@ -198,8 +198,10 @@ mod tests {
         assert_eq!(t.table().readers, vec![(2, 1)]);
         t.attach(1);
         t.force_primary(Some(2));
-        assert_eq!(t.table().primary, Primary::Node(2));
-        assert_eq!(t.table().readers, vec![(1, 1)], "the forced primary reads not (primary_reads false)");
+        assert_eq!(t.table().primary, Primary::Node(0), "a node in recovery never takes the writes");
+        t.nodes()[2].observed.store(0, std::sync::atomic::Ordering::Relaxed);
+        t.force_primary(Some(2));
+        assert_eq!(t.table().primary, Primary::Node(2), "the operator's word, once it is not a replica");
         t.detach(0);
         t.force_primary(None);
         assert_eq!(t.table().primary, Primary::None);
