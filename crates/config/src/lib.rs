@@ -19,8 +19,8 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    AuthType, BackendConfig, BackendRole, Config, FollowPrimary, JwtAlgorithm, LoadBalance, LoadBalanceMode, LogFormat,
-    PoolMode, ReadYourWrites, RestApiConfig, TransactionRouting, UserEntry,
+    AuthType, BackendConfig, BackendRole, BackendSslMode, ClientSslMode, Config, FollowPrimary, JwtAlgorithm,
+    LoadBalance, LoadBalanceMode, LogFormat, PoolMode, ReadYourWrites, RestApiConfig, TransactionRouting, UserEntry,
 };
 pub use secret::{SecretRef, REDACTED};
 pub use units::ByteSize;
@@ -112,6 +112,63 @@ impl Config {
                 Ok(("postgres".to_string(), self.health_check_password.as_ref().map(|s| s.resolve()).transpose()?))
             }
         }
+    }
+
+    /// Whether clients must, may or cannot use TLS: `ssl_mode`, or when
+    /// unset `allow` with `ssl: true` and `disable` without.
+    pub fn client_ssl_mode(&self) -> ClientSslMode {
+        match self.ssl_mode {
+            Some(m) => m,
+            None if self.ssl => ClientSslMode::Allow,
+            None => ClientSslMode::Disable,
+        }
+    }
+
+    /// TLS to the backends: `backend_sslmode`, or when unset `require`
+    /// with `backend_encryption: true` and `disable` without.
+    pub fn backend_ssl_mode(&self) -> BackendSslMode {
+        match self.backend_sslmode {
+            Some(m) => m,
+            None if self.backend_encryption => BackendSslMode::Require,
+            None => BackendSslMode::Disable,
+        }
+    }
+
+    /// Every setting as (dotted key, value), in schema order, secrets
+    /// redacted: `SHOW CONFIG` of the SQL admin console. Lists are one
+    /// value each (`backends[0].host`).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        fn flatten(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
+            use serde_yaml::Value;
+            match v {
+                Value::Mapping(m) => {
+                    for (k, v) in m {
+                        let k = k.as_str().unwrap_or("?");
+                        let key = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+                        flatten(&key, v, out);
+                    }
+                }
+                Value::Sequence(items) if !items.is_empty() => {
+                    for (i, v) in items.iter().enumerate() {
+                        flatten(&format!("{prefix}[{i}]"), v, out);
+                    }
+                }
+                Value::Sequence(_) => out.push((prefix.to_owned(), "[]".to_owned())),
+                Value::Null => out.push((prefix.to_owned(), String::new())),
+                Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+                Value::Bool(b) => out.push((prefix.to_owned(), b.to_string())),
+                Value::Number(n) => out.push((prefix.to_owned(), n.to_string())),
+                other => {
+                    let text = serde_yaml::to_string(other).unwrap_or_default();
+                    out.push((prefix.to_owned(), text.trim().to_owned()))
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Ok(v) = serde_yaml::to_value(self) {
+            flatten("", &v, &mut out);
+        }
+        out
     }
 
     /// `listen_addresses` split on ',' and trimmed; `*` becomes `0.0.0.0` and `::`.

@@ -27,6 +27,11 @@ pub struct Config {
     pub max_client_conn: u32,
     pub auth_type: AuthType,
     pub users: Vec<UserEntry>,
+    /// Users (from `users`) who may use the SQL admin console (database
+    /// `pgbalancer`) and get an `admin` token from `POST /api/v1/auth/login`.
+    pub admin_users: Vec<String>,
+    /// Users who may run the console's `SHOW` commands and get a `read` token.
+    pub stats_users: Vec<String>,
     pub backends: Vec<BackendConfig>,
     pub server_user: Option<String>,
     pub server_password: Option<SecretRef>,
@@ -70,13 +75,31 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing `EnvFilter` directive string.
     pub log_level: String,
-    /// Seed key; `true` is rejected (TLS is not implemented yet).
+    // ---------------------------------------------------------------- TLS
+    /// Accept TLS from clients (needs `ssl_cert` and `ssl_key`).
     pub ssl: bool,
+    /// Whether clients may stay in plaintext: unset = `allow` with `ssl`,
+    /// `disable` without. See [`Config::client_ssl_mode`].
+    pub ssl_mode: Option<ClientSslMode>,
+    /// Certificate chain (PEM) pgbalancer presents to clients.
     pub ssl_cert: Option<PathBuf>,
+    /// Private key (PEM) of `ssl_cert`.
     pub ssl_key: Option<PathBuf>,
+    /// CA certificates (PEM): clients are asked for a certificate, and one
+    /// presented must chain to these. Unset = clients are not asked.
     pub ssl_ca_cert: Option<PathBuf>,
-    /// Seed key; `true` is rejected (TLS is not implemented yet).
+    /// Accept PostgreSQL 17 direct TLS (`sslnegotiation=direct`, ALPN
+    /// `postgresql`) besides the SSLRequest upgrade.
+    pub ssl_direct: bool,
+    /// Seed key: `true` means TLS to the backends is required
+    /// (`backend_sslmode: require` unless that is set).
     pub backend_encryption: bool,
+    /// TLS to the backends, as libpq's `sslmode`; unset = `require` with
+    /// `backend_encryption`, `disable` without. See [`Config::backend_ssl_mode`].
+    pub backend_sslmode: Option<BackendSslMode>,
+    /// CA certificates (PEM) the backends' certificates must chain to
+    /// (`verify-ca`, `verify-full`).
+    pub backend_sslrootcert: Option<PathBuf>,
 
     // ------------------------------------------------------------ routing
     /// Time between health checks of each backend; 0 = no checks (every
@@ -202,6 +225,42 @@ pub enum PoolMode {
     Statement,
 }
 
+/// Whether clients must use TLS (`ssl_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientSslMode {
+    /// No TLS: SSLRequest is answered `N`.
+    Disable,
+    /// TLS for clients that ask for it; plaintext for the others.
+    Allow,
+    /// TLS only: a plaintext StartupMessage is refused (FATAL 28000).
+    Require,
+}
+
+/// TLS to the backends (`backend_sslmode`), as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendSslMode {
+    /// Plaintext; no SSLRequest is sent.
+    Disable,
+    /// TLS when the server offers it, plaintext when it answers `N`;
+    /// the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS, and the certificate must chain to `backend_sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name the backend's host.
+    VerifyFull,
+}
+
+impl BackendSslMode {
+    /// Whether the server's certificate is checked against a CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, BackendSslMode::VerifyCa | BackendSslMode::VerifyFull)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
@@ -267,8 +326,13 @@ pub struct RestApiConfig {
     pub jwt_secret: Option<SecretRef>,
     /// A file holding the HMAC secret (trailing newline trimmed).
     pub jwt_secret_file: Option<PathBuf>,
-    /// Fixed by config, never taken from a token. Only HS256 is implemented.
+    /// Fixed by config, never taken from a token.
     pub jwt_algorithm: JwtAlgorithm,
+    /// RS256/EdDSA: the public key (PEM) tokens are verified with.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// RS256/EdDSA: the private key (PEM) `POST /api/v1/auth/login` signs
+    /// tokens with; without it, login is disabled under those algorithms.
+    pub jwt_private_key_file: Option<PathBuf>,
     /// When set, tokens must carry this `aud`.
     pub jwt_audience: Option<String>,
     /// When set, tokens must carry this `iss`.
@@ -281,11 +345,12 @@ pub struct RestApiConfig {
 /// Signing algorithm of the admin API's tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum JwtAlgorithm {
+    /// HMAC-SHA-256 with `jwt_secret` / `jwt_secret_file`.
     #[default]
     HS256,
-    /// Accepted by the parser; rejected by validation (not implemented yet).
+    /// RSASSA-PKCS1-v1_5 with SHA-256, verified with `jwt_public_key_file`.
     RS256,
-    /// Accepted by the parser; rejected by validation (not implemented yet).
+    /// Ed25519, verified with `jwt_public_key_file`.
     EdDSA,
 }
 
@@ -324,6 +389,8 @@ impl Default for Config {
             max_client_conn: 5000,
             auth_type: AuthType::ScramSha256,
             users: Vec::new(),
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
             backends: vec![BackendConfig::default()],
             server_user: None,
             server_password: None,
@@ -346,10 +413,14 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             ssl: false,
+            ssl_mode: None,
             ssl_cert: None,
             ssl_key: None,
             ssl_ca_cert: None,
+            ssl_direct: false,
             backend_encryption: false,
+            backend_sslmode: None,
+            backend_sslrootcert: None,
             health_check_period: Duration::from_secs(5),
             health_check_timeout: Duration::from_secs(2),
             health_check_max_retries: 1,
@@ -391,6 +462,8 @@ impl Default for RestApiConfig {
             jwt_secret: None,
             jwt_secret_file: None,
             jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_public_key_file: None,
+            jwt_private_key_file: None,
             jwt_audience: None,
             jwt_issuer: None,
             jwt_max_ttl: Duration::from_secs(3600),
@@ -423,6 +496,28 @@ impl fmt::Display for BackendRole {
             BackendRole::Primary => "primary",
             BackendRole::Replica => "replica",
             BackendRole::Auto => "auto",
+        })
+    }
+}
+
+impl fmt::Display for ClientSslMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            ClientSslMode::Disable => "disable",
+            ClientSslMode::Allow => "allow",
+            ClientSslMode::Require => "require",
+        })
+    }
+}
+
+impl fmt::Display for BackendSslMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            BackendSslMode::Disable => "disable",
+            BackendSslMode::Prefer => "prefer",
+            BackendSslMode::Require => "require",
+            BackendSslMode::VerifyCa => "verify-ca",
+            BackendSslMode::VerifyFull => "verify-full",
         })
     }
 }

@@ -4,15 +4,16 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{AuthType, BackendRole, ByteSize, Config, JwtAlgorithm, Problem, ReadYourWrites, SecretRef};
+use crate::{
+    AuthType, BackendRole, BackendSslMode, ByteSize, ClientSslMode, Config, JwtAlgorithm, Problem, ReadYourWrites,
+    SecretRef,
+};
 
 /// Upper bound for every duration key (keeps `Instant + Duration` far from overflow).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 /// Minimum length of `rest_api.jwt_secret` (inline ones are checked here;
 /// ones from a file or a variable when the admin API reads them).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
-const NOT_IMPLEMENTED_TLS: &str =
-    "TLS is not implemented yet in this version; set it to false (pgbalancer never silently serves plaintext instead)";
 
 /// Every problem in `c`, in key order.
 pub(crate) fn problems(c: &Config) -> Vec<Problem> {
@@ -57,6 +58,16 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
                 "MD5 password hashes are not supported; use a SCRAM-SHA-256 verifier".into(),
             ),
             _ => {}
+        }
+    }
+
+    for (key, list) in [("admin_users", &c.admin_users), ("stats_users", &c.stats_users)] {
+        for (i, name) in list.iter().enumerate() {
+            if name.is_empty() {
+                bad(&format!("{key}[{i}]"), "must not be empty".into());
+            } else if c.auth_type != AuthType::Trust && !c.users.iter().any(|u| &u.name == name) {
+                bad(&format!("{key}[{i}]"), format!("'{name}' is not in users (its password is read from there)"));
+            }
         }
     }
 
@@ -173,12 +184,7 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         bad("log_level", "must not be empty (e.g. 'info' or 'info,pgbalancer=debug')".into());
     }
 
-    if c.ssl {
-        bad("ssl", NOT_IMPLEMENTED_TLS.into());
-    }
-    if c.backend_encryption {
-        bad("backend_encryption", NOT_IMPLEMENTED_TLS.into());
-    }
+    tls_problems(c, &mut bad);
 
     let r = &c.rest_api;
     if r.bind_address.trim().is_empty() {
@@ -204,25 +210,54 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         Some(f) if f.as_os_str().is_empty() => bad("rest_api.jwt_secret_file", "must not be empty".into()),
         _ => {}
     }
-    match &r.jwt_secret {
-        None if r.enabled && r.jwt_enabled && r.jwt_secret_file.is_none() => bad(
-            "rest_api.jwt_secret",
-            "required (or rest_api.jwt_secret_file) when rest_api.enabled and rest_api.jwt_enabled are true".into(),
-        ),
-        Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => {
-            bad("rest_api.jwt_secret", format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"))
-        }
-        Some(s) => check_secret(&mut bad, "rest_api.jwt_secret", s),
-        None => {}
-    }
-    if r.jwt_algorithm != JwtAlgorithm::HS256 {
-        bad(
-            "rest_api.jwt_algorithm",
-            format!(
-                "{} is not implemented yet in this version; use HS256 (the only algorithm supported)",
-                r.jwt_algorithm
+    let key_files = [
+        ("rest_api.jwt_public_key_file", &r.jwt_public_key_file),
+        ("rest_api.jwt_private_key_file", &r.jwt_private_key_file),
+    ];
+    if r.jwt_algorithm == JwtAlgorithm::HS256 {
+        match &r.jwt_secret {
+            None if r.enabled && r.jwt_enabled && r.jwt_secret_file.is_none() => bad(
+                "rest_api.jwt_secret",
+                "required (or rest_api.jwt_secret_file) when rest_api.enabled and rest_api.jwt_enabled are true".into(),
             ),
-        );
+            Some(SecretRef::Plain(s)) if s.len() < MIN_JWT_SECRET_LEN => {
+                bad("rest_api.jwt_secret", format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required"))
+            }
+            Some(s) => check_secret(&mut bad, "rest_api.jwt_secret", s),
+            None => {}
+        }
+        for (key, file) in key_files {
+            if file.is_some() {
+                bad(key, "only used with jwt_algorithm RS256 or EdDSA; HS256 uses rest_api.jwt_secret".into());
+            }
+        }
+    } else {
+        // A secret next to a public-key algorithm would only mislead: the
+        // algorithm is fixed, so it is never used.
+        let alg = r.jwt_algorithm;
+        for (key, set) in
+            [("rest_api.jwt_secret", r.jwt_secret.is_some()), ("rest_api.jwt_secret_file", r.jwt_secret_file.is_some())]
+        {
+            if set {
+                bad(
+                    key,
+                    format!(
+                        "only used with jwt_algorithm HS256; {alg} verifies tokens with rest_api.jwt_public_key_file"
+                    ),
+                );
+            }
+        }
+        if r.enabled && r.jwt_enabled && r.jwt_public_key_file.is_none() {
+            bad(
+                "rest_api.jwt_public_key_file",
+                format!("required when jwt_algorithm is {alg} and rest_api.enabled and rest_api.jwt_enabled are true"),
+            );
+        }
+        for (key, file) in key_files {
+            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                bad(key, "must not be empty".into());
+            }
+        }
     }
     for (key, v) in [("rest_api.jwt_audience", &r.jwt_audience), ("rest_api.jwt_issuer", &r.jwt_issuer)] {
         if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
@@ -235,6 +270,63 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         bad("rest_api.jwt_max_ttl", "must be at most 365d".into());
     }
     p
+}
+
+/// TLS keys: what `ssl` needs, modes that contradict each other, and CA and
+/// certificate files that must be there. The proxy parses the files (and
+/// names the key again if one holds no usable PEM).
+fn tls_problems(c: &Config, bad: &mut impl FnMut(&str, String)) {
+    if c.ssl {
+        for (key, path) in [("ssl_cert", &c.ssl_cert), ("ssl_key", &c.ssl_key)] {
+            match path {
+                None => bad(key, "required when ssl is true".into()),
+                Some(p) => check_readable(bad, key, p),
+            }
+        }
+        if let Some(p) = &c.ssl_ca_cert {
+            check_readable(bad, "ssl_ca_cert", p);
+        }
+    }
+    match c.ssl_mode {
+        Some(ClientSslMode::Disable) if c.ssl => {
+            bad("ssl_mode", "disable contradicts ssl: true; set ssl: false, or ssl_mode allow or require".into())
+        }
+        Some(m @ (ClientSslMode::Allow | ClientSslMode::Require)) if !c.ssl => {
+            bad("ssl_mode", format!("{m} needs ssl: true (with ssl_cert and ssl_key)"))
+        }
+        _ => {}
+    }
+    if c.ssl_direct && !c.ssl {
+        bad("ssl_direct", "needs ssl: true (with ssl_cert and ssl_key)".into());
+    }
+    match c.backend_sslmode {
+        Some(m @ (BackendSslMode::Disable | BackendSslMode::Prefer)) if c.backend_encryption => bad(
+            "backend_sslmode",
+            format!(
+                "{m} contradicts backend_encryption: true (encryption required); use require, verify-ca or verify-full"
+            ),
+        ),
+        _ => {}
+    }
+    let mode = c.backend_ssl_mode();
+    match &c.backend_sslrootcert {
+        None if mode.verifies() => {
+            bad("backend_sslrootcert", format!("required with backend_sslmode {mode} (the CA file to verify against)"))
+        }
+        Some(p) if mode.verifies() => check_readable(bad, "backend_sslrootcert", p),
+        _ => {}
+    }
+}
+
+/// A file key must name a file this process can open.
+fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {
+    if path.as_os_str().is_empty() {
+        bad(key, "must not be empty".into());
+    } else if let Err(e) = std::fs::File::open(path) {
+        bad(key, format!("cannot read {}: {e}", path.display()));
+    } else if path.is_dir() {
+        bad(key, format!("{} is a directory, not a file", path.display()));
+    }
 }
 
 /// Most backends one pgbalancer routes over.
@@ -343,7 +435,39 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
             w.push(format!("{key}: ignored because ssl is false"));
         }
     }
+    let mode = c.backend_ssl_mode();
+    if c.backend_sslrootcert.is_some() && !mode.verifies() {
+        w.push(format!(
+            "backend_sslrootcert: ignored with backend_sslmode {mode} (only verify-ca and verify-full check certificates)"
+        ));
+    }
+    if c.ssl {
+        if let Some(key) = &c.ssl_key {
+            w.extend(key_file_warning(key));
+        }
+    }
     w
+}
+
+/// PostgreSQL refuses a private key file that group or others may read;
+/// pgbalancer warns.
+fn key_file_warning(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "ssl_key: {}: file mode {mode:04o} lets group/others read the private key; run chmod 600",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Warnings about the file itself: on Unix, permissions that let group or others access it.

@@ -133,6 +133,8 @@ fn each_default() {
             jwt_secret: None,
             jwt_secret_file: None,
             jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_public_key_file: None,
+            jwt_private_key_file: None,
             jwt_audience: None,
             jwt_issuer: None,
             jwt_max_ttl: Duration::from_secs(3600),
@@ -191,7 +193,9 @@ fn routing_keys() {
     assert_eq!(c.max_lag_bytes.bytes(), 16 << 20);
     assert_eq!(c.max_lag, Duration::from_secs(10));
     assert!(!c.primary_reads);
-    assert_eq!(parse("load_balance: ai\n").unwrap_err().to_string().contains("load_balance"), true);
+    let err = parse("load_balance: ai\n").unwrap_err().to_string();
+    assert!(err.contains("load_balance"), "{err}");
+    assert_eq!(one_problem("admin_users: [ghost]\n").key, "admin_users[0]");
     // Without checks, nothing observes roles, lag or replay positions.
     assert_eq!(
         one_problem("health_check_period: 0\nbackends: [{host: a}, {host: b, role: auto}]\n").key,
@@ -204,6 +208,26 @@ fn routing_keys() {
     assert_eq!(one_problem("write_functions: ['*']\n").key, "write_functions[0]");
     assert_eq!(one_problem("read_only_functions: ['']\n").key, "read_only_functions[0]");
     assert_eq!(one_problem("health_check_user: ''\n").key, "health_check_user");
+}
+
+#[test]
+fn settings_flatten_with_secrets_hidden() {
+    let c = parse(&format!(
+        "users: [{{name: app, password: '{SCRAM}'}}]\nbackends: [{{host: a}}, {{host: b, role: replica}}]\n\
+         server_password: hunter2\nadmin_users: [app]\n"
+    ))
+    .unwrap();
+    let s = c.settings();
+    let get = |k: &str| s.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("pool_size"), Some("20"));
+    assert_eq!(get("backends[1].host"), Some("b"));
+    assert_eq!(get("backends[1].role"), Some("replica"));
+    assert_eq!(get("admin_users[0]"), Some("app"));
+    assert_eq!(get("stats_users"), Some("[]"));
+    assert_eq!(get("rest_api.port"), Some("8080"));
+    assert_eq!(get("users[0].name"), Some("app"));
+    let all = format!("{s:?}");
+    assert!(!all.contains("hunter2") && !all.contains("SCRAM-SHA-256$"), "secrets shown: {all}");
 }
 
 #[test]
@@ -351,8 +375,8 @@ fn validation_reports_every_problem_with_its_key() {
             "server_connect_timeout",
             "max_message_size",
             "log_level",
-            "ssl",
-            "backend_encryption",
+            "ssl_cert",
+            "ssl_key",
             "rest_api.bind_address",
             "rest_api.port",
             "rest_api.jwt_secret",
@@ -360,7 +384,7 @@ fn validation_reports_every_problem_with_its_key() {
         "{got:#?}"
     );
     let msg = |k: &str| &got.iter().find(|(key, _)| key == k).unwrap().1;
-    assert!(msg("ssl").starts_with("TLS is not implemented yet in this version"));
+    assert_eq!(msg("ssl_cert"), "required when ssl is true");
     assert!(msg("users[0].password").contains("required with auth_type scram-sha-256"));
     assert!(msg("users[3].password").starts_with("malformed SCRAM verifier"));
     assert!(msg("backends[2].role").contains("more than one"));
@@ -490,11 +514,39 @@ fn rest_api_jwt_keys() {
     assert_eq!(r.jwt_issuer.as_deref(), Some("ops"));
     assert_eq!(r.jwt_max_ttl, Duration::from_secs(900));
 
-    // Other algorithms parse but are refused, naming the key.
+    // RS256 and EdDSA verify with a public key file (required once the API
+    // checks tokens); the private key, for login, is optional. A secret next
+    // to them, or key files next to HS256, is refused: it would never be used.
     for alg in ["RS256", "EdDSA"] {
-        let p = one_problem(&format!("rest_api: {{jwt_algorithm: {alg}}}\n"));
-        assert_eq!(p.key, "rest_api.jwt_algorithm");
-        assert!(p.message.starts_with(&format!("{alg} is not implemented yet")), "{p:?}");
+        let c = parse(&format!(
+            "rest_api: {{enabled: true, jwt_algorithm: {alg}, jwt_public_key_file: /k.pub, \
+             jwt_private_key_file: /k.pem}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.rest_api.jwt_algorithm.to_string(), alg);
+        assert_eq!(c.rest_api.jwt_public_key_file.as_deref(), Some(Path::new("/k.pub")));
+        assert_eq!(c.rest_api.jwt_private_key_file.as_deref(), Some(Path::new("/k.pem")));
+        parse(&format!("rest_api: {{enabled: true, jwt_algorithm: {alg}, jwt_public_key_file: /k.pub}}\n")).unwrap();
+        // Not enabled: nothing is required yet.
+        parse(&format!("rest_api: {{jwt_algorithm: {alg}}}\n")).unwrap();
+        let p = one_problem(&format!("rest_api: {{enabled: true, jwt_algorithm: {alg}}}\n"));
+        assert_eq!(p.key, "rest_api.jwt_public_key_file");
+        assert!(p.message.contains(&format!("required when jwt_algorithm is {alg}")), "{p:?}");
+        let p = one_problem(&format!(
+            "rest_api: {{enabled: true, jwt_algorithm: {alg}, jwt_public_key_file: /k.pub, jwt_secret_file: /s}}\n"
+        ));
+        assert_eq!(p.key, "rest_api.jwt_secret_file");
+        assert!(p.message.contains("only used with jwt_algorithm HS256"), "{p:?}");
+        let p =
+            one_problem(&format!("rest_api: {{jwt_algorithm: {alg}, jwt_secret: 0123456789abcdef0123456789abcdef}}\n"));
+        assert_eq!(p.key, "rest_api.jwt_secret");
+        let p = one_problem(&format!("rest_api: {{jwt_algorithm: {alg}, jwt_private_key_file: ''}}\n"));
+        assert_eq!(p.key, "rest_api.jwt_private_key_file");
+    }
+    for key in ["jwt_public_key_file", "jwt_private_key_file"] {
+        let p = one_problem(&format!("rest_api: {{enabled: true, jwt_secret_file: /s, {key}: /k}}\n"));
+        assert_eq!(p.key, format!("rest_api.{key}"));
+        assert!(p.message.contains("only used with jwt_algorithm RS256 or EdDSA"), "{p:?}");
     }
     assert_eq!(one_problem("rest_api: {jwt_algorithm: none}\n").key, "rest_api.jwt_algorithm");
     assert_eq!(one_problem("rest_api: {jwt_algorithm: HS512}\n").key, "rest_api.jwt_algorithm");
@@ -585,4 +637,111 @@ fn listen_hosts_split() {
     assert_eq!(c.listen_hosts(), vec!["10.0.0.1", "::1", "localhost"]);
     c.listen_addresses = "*".into();
     assert_eq!(c.listen_hosts(), vec!["0.0.0.0", "::"]);
+}
+
+// ---------------------------------------------------------------- TLS keys
+
+/// A temp dir with readable `cert.pem`, `key.pem` (0600) and `ca.pem`
+/// (contents do not matter to validation; the proxy parses them).
+fn tls_files() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "-----BEGIN X-----\n-----END X-----\n").unwrap();
+    }
+    std::fs::set_permissions(dir.path().join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = dir.path().display().to_string();
+    (dir, d)
+}
+
+#[test]
+fn tls_keys_parse_and_resolve_modes() {
+    let (_dir, d) = tls_files();
+    let c = parse(&format!(
+        "ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\nssl_ca_cert: {d}/ca.pem\nssl_mode: require\n\
+         ssl_direct: true\nbackend_sslmode: verify-full\nbackend_sslrootcert: {d}/ca.pem\n"
+    ))
+    .unwrap();
+    assert_eq!(c.client_ssl_mode(), ClientSslMode::Require);
+    assert!(c.ssl_direct);
+    assert_eq!(c.backend_ssl_mode(), BackendSslMode::VerifyFull);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+
+    // Unset modes follow the seed's booleans.
+    let c =
+        parse(&format!("ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\nbackend_encryption: true\n")).unwrap();
+    assert_eq!((c.client_ssl_mode(), c.backend_ssl_mode()), (ClientSslMode::Allow, BackendSslMode::Require));
+    let c = Config::default();
+    assert_eq!((c.client_ssl_mode(), c.backend_ssl_mode()), (ClientSslMode::Disable, BackendSslMode::Disable));
+    for (text, mode) in [
+        ("disable", BackendSslMode::Disable),
+        ("prefer", BackendSslMode::Prefer),
+        ("require", BackendSslMode::Require),
+        ("verify-ca", BackendSslMode::VerifyCa),
+    ] {
+        let extra = if mode.verifies() { format!("\nbackend_sslrootcert: {d}/ca.pem") } else { String::new() };
+        assert_eq!(parse(&format!("backend_sslmode: {text}{extra}\n")).unwrap().backend_ssl_mode(), mode);
+        assert_eq!(mode.to_string(), text);
+    }
+    assert_eq!(one_problem("ssl_mode: prefer\n").key, "ssl_mode");
+    assert_eq!(one_problem("backend_sslmode: verify_full\n").key, "backend_sslmode");
+}
+
+#[test]
+fn tls_problems_name_their_keys() {
+    let (_dir, d) = tls_files();
+    let keys =
+        |yaml: &str| -> Vec<(String, String)> { problems(yaml).into_iter().map(|p| (p.key, p.message)).collect() };
+
+    let got = keys("ssl: true\n");
+    assert_eq!(
+        got,
+        [
+            ("ssl_cert".to_string(), "required when ssl is true".to_string()),
+            ("ssl_key".to_string(), "required when ssl is true".to_string())
+        ]
+    );
+    let got = keys(&format!("ssl: true\nssl_cert: {d}/missing.pem\nssl_key: {d}\nssl_ca_cert: ''\n"));
+    let got: Vec<&str> = got.iter().map(|(k, m)| if k == "ssl_cert" { m.as_str() } else { k.as_str() }).collect();
+    assert!(got[0].starts_with(&format!("cannot read {d}/missing.pem: ")), "{got:?}");
+    assert_eq!(&got[1..], ["ssl_key", "ssl_ca_cert"]);
+
+    for (yaml, key, needle) in [
+        ("ssl_mode: require\n", "ssl_mode", "needs ssl: true"),
+        ("ssl_mode: allow\n", "ssl_mode", "needs ssl: true"),
+        ("ssl_direct: true\n", "ssl_direct", "needs ssl: true"),
+        ("backend_sslmode: verify-full\n", "backend_sslrootcert", "required with backend_sslmode verify-full"),
+        (
+            "backend_sslmode: verify-ca\nbackend_sslrootcert: /nonexistent/ca.pem\n",
+            "backend_sslrootcert",
+            "cannot read",
+        ),
+        ("backend_encryption: true\nbackend_sslmode: prefer\n", "backend_sslmode", "contradicts backend_encryption"),
+        ("backend_encryption: true\nbackend_sslmode: disable\n", "backend_sslmode", "contradicts backend_encryption"),
+    ] {
+        let p = one_problem(yaml);
+        assert_eq!(p.key, key, "{yaml}");
+        assert!(p.message.contains(needle), "{yaml}: {}", p.message);
+    }
+    let p = one_problem(&format!("ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\nssl_mode: disable\n"));
+    assert_eq!(p.key, "ssl_mode");
+    assert!(p.message.starts_with("disable contradicts ssl: true"), "{}", p.message);
+    // A plaintext-only setup spelled out is fine.
+    parse("ssl: false\nssl_mode: disable\nbackend_sslmode: disable\n").unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn tls_warnings() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, d) = tls_files();
+    let w = parse(&format!("backend_sslmode: require\nbackend_sslrootcert: {d}/ca.pem\n")).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("backend_sslrootcert: ignored with backend_sslmode require"), "{w:?}");
+
+    let key = format!("{d}/key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let w = parse(&format!("ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {key}\n")).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with(&format!("ssl_key: {key}: file mode 0640")), "{w:?}");
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod client;
+pub mod clients;
 pub mod control;
 pub mod error;
 pub mod pool;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod snapshot;
 pub mod sql;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 mod users;
 
@@ -57,8 +59,12 @@ pub struct Shared {
     pub stats: stats::Stats,
     /// PgBouncer's PAUSE/RESUME.
     pub pause: control::Pause,
+    /// Every logged-in client.
+    pub clients: Arc<clients::Clients>,
     /// Where the admin API and the SQL console send reload/stop requests;
     /// set by the daemon (unset: those requests are refused).
     pub control: std::sync::OnceLock<tokio::sync::mpsc::Sender<control::Command>>,
+    /// The client acceptor and backend TLS settings, swapped on reload.
+    pub tls: tls::TlsState,
     pub(crate) phase: watch::Receiver<Phase>,
 }

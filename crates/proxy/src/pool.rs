@@ -29,6 +29,8 @@ pub struct PoolSettings {
     pub server_lifetime: Duration,
     pub server_idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How new server connections negotiate TLS.
+    pub tls: Arc<crate::tls::BackendTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -146,6 +148,12 @@ impl Pool {
         (g.open, g.idle.len())
     }
 
+    /// (backend pid, opened at, last used) of each idle connection.
+    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
+        let g = self.inner.lock().unwrap();
+        g.idle.iter().map(|c| (c.backend_pid, c.created, c.last_used)).collect()
+    }
+
     /// Takes a server connection, waiting up to `wait` (zero = forever) in
     /// FIFO order when the pool is full.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<ServerGuard, PoolError> {
@@ -168,11 +176,12 @@ impl Pool {
             Grant::Slot(slot) => slot,
         };
         let login = self.login.lock().unwrap().clone();
-        let timeout = self.settings.load().connect_timeout;
+        let settings = self.settings.load_full();
+        let timeout = settings.connect_timeout;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         // Boxed: opening a connection is rare, and inline its future would
         // make every session's future (idle clients included) larger.
-        match Box::pin(ServerConn::connect(&self.host, self.port, &login, timeout)).await {
+        match Box::pin(ServerConn::connect_tls(&self.host, self.port, &settings.tls, &login, timeout)).await {
             Ok(conn) => {
                 slot.disarm();
                 let mut initial = self.initial_params.lock().unwrap();
@@ -349,8 +358,9 @@ impl Pool {
             tokio::spawn(async move {
                 let slot = Slot { pool: Some(pool.clone()) };
                 let login = pool.login.lock().unwrap().clone();
-                let timeout = pool.settings.load().connect_timeout;
-                if let Ok(conn) = ServerConn::connect(&pool.host, pool.port, &login, timeout).await {
+                let settings = pool.settings.load_full();
+                let timeout = settings.connect_timeout;
+                if let Ok(conn) = ServerConn::connect_tls(&pool.host, pool.port, &settings.tls, &login, timeout).await {
                     slot.disarm();
                     drop(pool.guard(conn));
                 }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::cancel::CancelRegistry;
 use crate::pool::{PoolSettings, Pools};
 use crate::stats::Stats;
+use crate::tls::TlsState;
 use crate::users::{UserDb, UserError};
 use crate::{client, Phase, Shared};
 
@@ -22,6 +23,9 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error(transparent)]
     Users(#[from] UserError),
+    /// A TLS certificate, key or CA file cannot be used (names the key).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running proxy.
@@ -32,8 +36,9 @@ pub struct ProxyHandle {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn pool_settings(c: &Config) -> PoolSettings {
+fn pool_settings(c: &Config, tls: Arc<crate::tls::BackendTls>) -> PoolSettings {
     PoolSettings {
+        tls,
         size: c.pool_size as usize,
         min_size: c.min_pool_size as usize,
         server_lifetime: c.server_lifetime,
@@ -52,6 +57,9 @@ impl ProxyHandle {
         let mut dummy_secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut dummy_secret);
         let users = UserDb::from_config(&config, dummy_secret)?;
+        let prepared = TlsState::prepare(&config)?;
+        let backend_tls = prepared.backend();
+        let tls = TlsState::new(prepared);
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let mut listeners = Vec::new();
         for host in config.listen_hosts() {
@@ -65,7 +73,7 @@ impl ProxyHandle {
         }
         let addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let shared = Arc::new(Shared {
-            pools: Pools::new(pool_settings(&config)),
+            pools: Pools::new(pool_settings(&config, backend_tls)),
             topology: crate::topology::Topology::new(&config),
             classifier: ArcSwap::from_pointee(classifier(&config)),
             cancels: CancelRegistry::new(config.server_connect_timeout),
@@ -74,7 +82,9 @@ impl ProxyHandle {
             users: ArcSwap::from_pointee(users),
             stats: Stats::default(),
             pause: crate::control::Pause::default(),
+            clients: Arc::default(),
             control: std::sync::OnceLock::new(),
+            tls,
             phase: phase_rx,
         });
         let mut tasks = Vec::new();
@@ -104,6 +114,9 @@ impl ProxyHandle {
     /// Listen addresses and ports change only with a restart.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let users = UserDb::from_config(&config, self.shared.users.load().dummy_secret)?;
+        // Certificates are read anew: new handshakes use them, connected
+        // clients keep theirs. A bad file rejects the whole reload.
+        let tls = TlsState::prepare(&config)?;
         let old = self.shared.config.load();
         if old.listen_addresses != config.listen_addresses || old.port != config.port {
             tracing::warn!("listen_addresses and port changes need a restart; keeping the current listeners");
@@ -115,10 +128,11 @@ impl ProxyHandle {
                 "changes to the backend list (hosts, ports, order) need a restart; weights and roles apply now"
             );
         }
-        self.shared.pools.set_settings(pool_settings(&config));
+        self.shared.pools.set_settings(pool_settings(&config, tls.backend()));
         self.shared.topology.reconfigure(&config);
         self.shared.classifier.store(Arc::new(classifier(&config)));
         self.shared.users.store(Arc::new(users));
+        self.shared.tls.apply(tls);
         self.shared.config.store(Arc::new(config));
         tracing::info!("configuration reloaded");
         Ok(())

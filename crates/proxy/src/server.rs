@@ -2,11 +2,14 @@
 //! reads the session loop needs. The read buffer lives here so a read inside
 //! `select!` never loses bytes.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::{md5, scram};
@@ -16,6 +19,7 @@ use crate::protocol::flow::{Flow, Note};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::read::{self, ErrorFields};
 use crate::protocol::{auth_code, be, write, TxStatus};
+use crate::tls::{BackendTls, ServerStream};
 
 /// Largest server message pgbalancer buffers whole to look into (login
 /// messages, ParameterStatus, errors during its own queries). Everything else
@@ -74,7 +78,7 @@ pub enum ServerEvent {
 }
 
 pub struct ServerConn {
-    stream: TcpStream,
+    stream: ServerStream,
     read_buf: BytesMut,
     /// Bytes of a streamed-through message still to come.
     stream_remaining: usize,
@@ -103,15 +107,27 @@ impl std::fmt::Debug for ServerConn {
 }
 
 impl ServerConn {
-    /// Connects and logs in, all within `timeout`.
+    /// Connects in plaintext and logs in, all within `timeout`.
     pub async fn connect(
         host: &str,
         port: u16,
         login: &ServerLogin,
         timeout: Duration,
     ) -> Result<Box<ServerConn>, ServerError> {
+        Self::connect_tls(host, port, &BackendTls::PLAINTEXT, login, timeout).await
+    }
+
+    /// Connects, negotiates encryption as `tls` says (SSLRequest, handshake,
+    /// certificate checks) and logs in, all within `timeout`.
+    pub async fn connect_tls(
+        host: &str,
+        port: u16,
+        tls: &BackendTls,
+        login: &ServerLogin,
+        timeout: Duration,
+    ) -> Result<Box<ServerConn>, ServerError> {
         let target = format!("{host}:{port}");
-        match tokio::time::timeout(timeout, Self::connect_inner(&target, login)).await {
+        match tokio::time::timeout(timeout, Self::connect_inner(&target, host, tls, login)).await {
             // Boxed once for its life: pools, guards and sessions move a
             // pointer, and a session's future does not carry it inline.
             Ok(r) => r.map(Box::new),
@@ -119,12 +135,22 @@ impl ServerConn {
         }
     }
 
-    async fn connect_inner(target: &str, login: &ServerLogin) -> Result<ServerConn, ServerError> {
-        let stream = TcpStream::connect(target)
+    async fn connect_inner(
+        target: &str,
+        host: &str,
+        tls: &BackendTls,
+        login: &ServerLogin,
+    ) -> Result<ServerConn, ServerError> {
+        let tcp = TcpStream::connect(target)
             .await
             .map_err(|source| ServerError::Connect { addr: target.to_owned(), source })?;
-        stream.set_nodelay(true)?;
-        let addr = stream.peer_addr()?;
+        tcp.set_nodelay(true)?;
+        let addr = tcp.peer_addr()?;
+        // Not a `Connect` error: the server was reached, so this is no
+        // reason to try another address.
+        let stream = crate::tls::connect_backend(tcp, host, tls)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{target}: {e}")))?;
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
@@ -148,7 +174,7 @@ impl ServerConn {
     async fn login(&mut self, login: &ServerLogin) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         write::startup_message(&mut out, [("user", login.user.as_str()), ("database", login.database.as_str())]);
-        self.stream.write_all(&out).await?;
+        self.write_all(&out).await?;
         let mut scram: Option<scram::ClientExchange> = None;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -207,7 +233,7 @@ impl ServerConn {
                         _ => return Err(ServerError::Auth(format!("unsupported authentication request {code}"))),
                     }
                     if !out.is_empty() {
-                        self.stream.write_all(&out).await?;
+                        self.write_all(&out).await?;
                     }
                 }
                 be::PARAMETER_STATUS => self.apply_parameter_status(&body)?,
@@ -264,17 +290,56 @@ impl ServerConn {
         }
     }
 
-    /// Reads more bytes into the buffer. Cancel-safe.
+    /// Reads more bytes into the buffer. Cancel-safe. Over TLS it also
+    /// sends records rustls still holds from [`Self::write_some_reading`].
     pub async fn fill(&mut self) -> Result<(), ServerError> {
         self.read_buf.reserve(8192);
-        match self.stream.read_buf(&mut self.read_buf).await? {
+        let n = match &mut self.stream {
+            ServerStream::Plain(s) => s.read_buf(&mut self.read_buf).await?,
+            ServerStream::Tls(s) => {
+                let s = &mut **s;
+                let buf = &mut self.read_buf;
+                std::future::poll_fn(|cx| {
+                    if s.get_ref().1.wants_write() {
+                        // Pending just means the socket is full for now.
+                        if let Poll::Ready(Err(e)) = Pin::new(&mut *s).poll_flush(cx) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                    std::pin::pin!(s.read_buf(&mut *buf)).poll(cx)
+                })
+                .await
+                .map_err(tls_read_error)?
+            }
+        };
+        match n {
             0 => Err(ServerError::Closed),
             _ => Ok(()),
         }
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
-        self.stream.write_all(bytes).await.map_err(ServerError::from)
+        match &mut self.stream {
+            ServerStream::Plain(s) => s.write_all(bytes).await?,
+            ServerStream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection to the server is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, ServerStream::Tls(_))
+    }
+
+    /// The certificates the server presented (TLS only), leaf first.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match &self.stream {
+            ServerStream::Tls(s) => s.get_ref().1.peer_certificates(),
+            ServerStream::Plain(_) => None,
+        }
     }
 
     /// Writes as much of `bytes` as it can while reading whatever the
@@ -283,10 +348,21 @@ impl ServerConn {
     /// (bytes written, whether anything was read) once everything is written
     /// or the read buffer reached [`READ_WHILE_WRITING_CAP`]; the caller then
     /// forwards the buffered output and calls again with the rest.
+    ///
+    /// Over TLS, bytes count as written once rustls took them; records it
+    /// could not send yet go out with the next write or [`Self::fill`].
     pub async fn write_some_reading(&mut self, bytes: &[u8]) -> Result<(usize, bool), ServerError> {
+        let tls = match &mut self.stream {
+            ServerStream::Plain(_) => None,
+            ServerStream::Tls(s) => Some(&mut **s),
+        };
+        if let Some(s) = tls {
+            return write_some_reading_tls(s, &mut self.read_buf, bytes).await;
+        }
+        let ServerStream::Plain(stream) = &mut self.stream else { unreachable!("TLS handled above") };
         let mut written = 0;
         let mut read_any = false;
-        let (mut rd, mut wr) = self.stream.split();
+        let (mut rd, mut wr) = stream.split();
         while written < bytes.len() && self.read_buf.len() < READ_WHILE_WRITING_CAP {
             self.read_buf.reserve(8192);
             tokio::select! {
@@ -446,14 +522,85 @@ impl ServerConn {
         if !self.read_buf.is_empty() || self.stream_remaining != 0 {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &mut self.stream {
+            ServerStream::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            // One poll without waiting: TLS records that carry no data
+            // (session tickets, key updates) leave the connection quiet.
+            ServerStream::Tls(s) => {
+                self.read_buf.reserve(64);
+                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+                let poll = std::pin::pin!(s.read_buf(&mut self.read_buf)).poll(&mut cx);
+                poll.is_pending()
+            }
+        }
     }
 
     /// Sends Terminate and drops the connection.
     pub async fn close(mut self: Box<Self>) {
         let mut out = BytesMut::new();
         write::terminate(&mut out);
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.stream.write_all(&out)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.write_all(&out)).await;
     }
+}
+
+/// A TLS peer's EOF without close_notify is the server going away.
+fn tls_read_error(e: std::io::Error) -> ServerError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ServerError::Closed
+    } else {
+        e.into()
+    }
+}
+
+/// [`ServerConn::write_some_reading`] over TLS: one `&mut` stream, so reads
+/// and writes are polled by hand in one future instead of split halves.
+async fn write_some_reading_tls(
+    s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    read_buf: &mut BytesMut,
+    bytes: &[u8],
+) -> Result<(usize, bool), ServerError> {
+    enum Step {
+        Wrote(usize),
+        Read(usize),
+    }
+    let mut written = 0;
+    let mut read_any = false;
+    while written < bytes.len() && read_buf.len() < READ_WHILE_WRITING_CAP {
+        read_buf.reserve(8192);
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut *s).poll_write(cx, &bytes[written..]) {
+                return Poll::Ready(r.map(Step::Wrote));
+            }
+            std::pin::pin!(s.read_buf(&mut *read_buf)).poll(cx).map_ok(Step::Read)
+        })
+        .await;
+        match step {
+            Ok(Step::Wrote(0) | Step::Read(0)) => return Err(ServerError::Closed),
+            Ok(Step::Wrote(n)) => written += n,
+            Ok(Step::Read(_)) => read_any = true,
+            Err(e) => return Err(tls_read_error(e)),
+        }
+    }
+    // Send what rustls holds, still reading so the server cannot block us;
+    // at the read cap, the next fill() finishes it.
+    while s.get_ref().1.wants_write() && read_buf.len() < READ_WHILE_WRITING_CAP {
+        read_buf.reserve(8192);
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut *s).poll_flush(cx) {
+                return Poll::Ready(r.map(|()| None));
+            }
+            std::pin::pin!(s.read_buf(&mut *read_buf)).poll(cx).map_ok(Some)
+        })
+        .await;
+        match step {
+            Ok(None) => break,
+            Ok(Some(0)) => return Err(ServerError::Closed),
+            Ok(Some(_)) => read_any = true,
+            Err(e) => return Err(tls_read_error(e)),
+        }
+    }
+    Ok((written, read_any))
 }

@@ -2,9 +2,10 @@
 //! buffer owned here, so a read inside `select!` never loses bytes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::ClientError;
@@ -16,17 +17,76 @@ use crate::protocol::write::{self, Severity};
 /// declared length never turns into a reservation.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The client's socket: plaintext, or TLS once negotiated. The TLS state
+/// is boxed so a plaintext client stays as small as before.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The socket is in a TLS handshake, or was lost in a failed one.
+    Gone,
+}
+
 pub struct ClientConn {
-    stream: TcpStream,
+    stream: ClientStream,
     pub read_buf: BytesMut,
     pub write_buf: BytesMut,
     pub peer: SocketAddr,
 }
 
+/// A TLS peer's EOF without close_notify is still the client leaving.
+fn tls_read_error(e: std::io::Error) -> ClientError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ClientError::Closed
+    } else {
+        e.into()
+    }
+}
+
 impl ClientConn {
     /// Buffers start empty and grow on use, so an idle client costs little.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> ClientConn {
-        ClientConn { stream, read_buf: BytesMut::new(), write_buf: BytesMut::new(), peer }
+        ClientConn { stream: ClientStream::Plain(stream), read_buf: BytesMut::new(), write_buf: BytesMut::new(), peer }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, ClientStream::Tls(_))
+    }
+
+    /// The negotiated TLS version and cipher suite, for logs.
+    pub fn tls_info(&self) -> Option<(rustls::ProtocolVersion, rustls::CipherSuite)> {
+        let ClientStream::Tls(s) = &self.stream else { return None };
+        let c = s.get_ref().1;
+        Some((c.protocol_version()?, c.negotiated_cipher_suite()?.suite()))
+    }
+
+    /// The first byte the client sent, left in the socket. Only before
+    /// anything was read (to tell direct TLS from a startup packet).
+    pub async fn peek_first_byte(&mut self) -> Result<u8, ClientError> {
+        let ClientStream::Plain(s) = &mut self.stream else {
+            return Err(ClientError::Protocol("peek after the first read"));
+        };
+        let mut b = [0u8; 1];
+        match s.peek(&mut b).await? {
+            0 => Err(ClientError::Closed),
+            _ => Ok(b[0]),
+        }
+    }
+
+    /// Runs the TLS handshake on the plaintext socket (`direct`: PostgreSQL
+    /// 17 direct TLS, ALPN `postgresql` required). The caller made sure no
+    /// plaintext bytes are buffered. On failure the connection is unusable.
+    pub async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>, direct: bool) -> Result<(), ClientError> {
+        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone) else {
+            return Err(ClientError::Protocol("TLS requested twice"));
+        };
+        let tls = if direct {
+            crate::tls::accept_direct(tcp, config).await?
+        } else {
+            crate::tls::accept(tcp, config).await?
+        };
+        self.stream = ClientStream::Tls(Box::new(tls));
+        Ok(())
     }
 
     /// Gives back a large read buffer once it is drained (after a big
@@ -40,16 +100,29 @@ impl ClientConn {
     /// Reads more bytes. Cancel-safe. `want` hints how many are missing.
     /// Waits for the socket to be readable before reserving, so a client
     /// idle between queries holds no read buffer it does not need.
+    /// (TLS: rustls may hold decrypted bytes the socket no longer shows,
+    /// so a TLS read reserves first.)
     pub async fn fill(&mut self, want: usize) -> Result<(), ClientError> {
-        loop {
-            self.stream.readable().await?;
-            self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
-            match self.stream.try_read_buf(&mut self.read_buf) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
+        match &mut self.stream {
+            ClientStream::Plain(s) => loop {
+                s.readable().await?;
+                self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
+                match s.try_read_buf(&mut self.read_buf) {
+                    Ok(0) => return Err(ClientError::Closed),
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            ClientStream::Tls(s) => {
+                self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
+                match s.read_buf(&mut self.read_buf).await {
+                    Ok(0) => Err(ClientError::Closed),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(tls_read_error(e)),
+                }
             }
+            ClientStream::Gone => Err(ClientError::Closed),
         }
     }
 
@@ -66,15 +139,14 @@ impl ClientConn {
     /// Writes and clears the write buffer.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.write_buf.is_empty() {
-            self.stream.write_all(&self.write_buf).await?;
+            write_to(&mut self.stream, &self.write_buf).await?;
             self.write_buf.clear();
         }
         Ok(())
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await?;
-        Ok(())
+        write_to(&mut self.stream, bytes).await
     }
 
     /// Sends a FATAL error, best effort; the caller closes the connection.
@@ -115,5 +187,30 @@ impl ClientConn {
                 self.fill(HEADER_LEN).await?;
             }
         }
+    }
+}
+
+/// Writes all of `bytes`; over TLS also flushes the records rustls holds.
+async fn write_to(stream: &mut ClientStream, bytes: &[u8]) -> Result<(), ClientError> {
+    match stream {
+        ClientStream::Plain(s) => s.write_all(bytes).await?,
+        ClientStream::Tls(s) => {
+            s.write_all(bytes).await?;
+            s.flush().await?;
+        }
+        ClientStream::Gone => return Err(ClientError::Closed),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS costs a plaintext client nothing: the enum fits in the
+    /// TcpStream's own spare bits (idle-client memory is benchmarked).
+    #[test]
+    fn plaintext_stream_is_no_larger_than_a_socket() {
+        assert_eq!(std::mem::size_of::<ClientStream>(), std::mem::size_of::<TcpStream>());
     }
 }

@@ -1,7 +1,7 @@
 //! The startup phase: SSL/GSS negotiation, CancelRequest, StartupMessage
 //! checks and client authentication.
 
-use pgbalancer_config::AuthType;
+use pgbalancer_config::{AuthType, ClientSslMode};
 
 use super::conn::ClientConn;
 use crate::auth::scram::{self, ServerExchange, Verifier};
@@ -9,6 +9,7 @@ use crate::error::ClientError;
 use crate::protocol::frame::{FrameError, HEADER_LEN, SASL_MESSAGE_LIMIT};
 use crate::protocol::startup::{self, StartupError, StartupMessage, StartupPacket};
 use crate::protocol::{fe, read, sqlstate, write};
+use crate::tls::ClientTls;
 use crate::Shared;
 
 /// What a new connection turned out to be.
@@ -19,10 +20,24 @@ pub enum Opening {
 }
 
 /// Reads startup packets until a StartupMessage or CancelRequest. Sends
-/// the FATAL PostgreSQL would send for bad packets.
+/// the FATAL PostgreSQL would send for bad packets. With `ssl` on, answers
+/// SSLRequest with `S` and runs the handshake (and, with `ssl_direct`,
+/// accepts a ClientHello as the very first bytes); with `ssl_mode:
+/// require`, refuses a plaintext StartupMessage.
 pub async fn negotiate(conn: &mut ClientConn, shared: &Shared) -> Result<Opening, ClientError> {
+    let tls = shared.tls.client();
     let mut ssl_answered = false;
     let mut gss_answered = false;
+    if let Some(t) = tls.as_deref().filter(|t| t.direct) {
+        // A startup packet starts with its length (first byte 0); a TLS
+        // record with 0x16.
+        if conn.peek_first_byte().await? == crate::tls::TLS_HANDSHAKE_RECORD {
+            handshake(conn, t, true).await?;
+            // As after `S`: no further SSLRequest or GSSENCRequest.
+            ssl_answered = true;
+            gss_answered = true;
+        }
+    }
     loop {
         let packet = match conn.read_startup().await {
             Ok(p) => p,
@@ -52,15 +67,58 @@ pub async fn negotiate(conn: &mut ClientConn, shared: &Shared) -> Result<Opening
                     conn.fatal(sqlstate::PROTOCOL_VIOLATION, "received unencrypted data after SSL request").await;
                     return Err(ClientError::Protocol("data after SSL request"));
                 }
-                conn.write_all(b"N").await?;
+                match tls.as_deref() {
+                    Some(t) if matches!(packet, StartupPacket::SslRequest) => {
+                        conn.write_all(b"S").await?;
+                        handshake(conn, t, false).await?;
+                        // As PostgreSQL: inside TLS, a GSSENCRequest is a
+                        // repeated encryption request.
+                        gss_answered = true;
+                    }
+                    _ => conn.write_all(b"N").await?,
+                }
             }
             StartupPacket::Cancel { pid, key } => {
                 shared.cancels.cancel(pid, key).await;
                 return Ok(Opening::Cancel);
             }
-            StartupPacket::Startup(msg) => return Ok(Opening::Startup(msg)),
+            StartupPacket::Startup(msg) => {
+                if !conn.is_tls() && tls.as_deref().is_some_and(|t| t.mode == ClientSslMode::Require) {
+                    return Err(refuse_plaintext(conn, &msg).await);
+                }
+                return Ok(Opening::Startup(msg));
+            }
         }
     }
+}
+
+/// The TLS handshake; a failure ends the connection (nothing can be sent).
+async fn handshake(conn: &mut ClientConn, tls: &ClientTls, direct: bool) -> Result<(), ClientError> {
+    if let Err(e) = conn.start_tls(tls.config.clone(), direct).await {
+        tracing::debug!(peer = %conn.peer, direct, error = %e, "TLS handshake failed");
+        return Err(e);
+    }
+    if let Some((version, suite)) = conn.tls_info() {
+        tracing::debug!(peer = %conn.peer, direct, ?version, ?suite, "TLS established");
+    }
+    Ok(())
+}
+
+/// `ssl_mode: require` and a plaintext StartupMessage: PostgreSQL's answer
+/// when only `hostssl` lines would match.
+async fn refuse_plaintext(conn: &mut ClientConn, msg: &StartupMessage) -> ClientError {
+    let user = msg.get("user").unwrap_or_default();
+    if user.is_empty() {
+        conn.fatal(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet").await;
+        return ClientError::Protocol("no user name");
+    }
+    let database = msg.get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    let m = format!(
+        "no pg_hba.conf entry for host \"{}\", user \"{user}\", database \"{database}\", no encryption",
+        conn.peer.ip()
+    );
+    conn.fatal(sqlstate::INVALID_AUTHORIZATION, &m).await;
+    ClientError::Protocol("plaintext connection refused (ssl_mode: require)")
 }
 
 async fn report_startup_error(conn: &mut ClientConn, e: &StartupError) {

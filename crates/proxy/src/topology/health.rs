@@ -67,7 +67,8 @@ pub async fn run(shared: Arc<Shared>) {
     let mut conns: Vec<Option<Box<ServerConn>>> = topology.nodes().iter().map(|_| None).collect();
     loop {
         let config = shared.config.load_full();
-        let failed_any = round(topology, &config, &mut conns).await;
+        let tls = shared.tls.backend();
+        let failed_any = round(topology, &config, &tls, &mut conns).await;
         let pause = if failed_any { config.health_check_retry_delay } else { config.health_check_period };
         // Turning checks off needs a restart; a reload to 0 must not spin.
         let pause = pause.max(MIN_PAUSE);
@@ -81,7 +82,12 @@ pub async fn run(shared: Arc<Shared>) {
 
 /// Checks every node concurrently and applies the results. Returns true
 /// when a node failed a check and is not down yet (a retry is due).
-async fn round(topology: &Topology, config: &Config, conns: &mut [Option<Box<ServerConn>>]) -> bool {
+async fn round(
+    topology: &Topology,
+    config: &Config,
+    tls: &crate::tls::BackendTls,
+    conns: &mut [Option<Box<ServerConn>>],
+) -> bool {
     let login = match config.health_check_login() {
         Ok((user, password)) => ServerLogin {
             user,
@@ -94,7 +100,7 @@ async fn round(topology: &Topology, config: &Config, conns: &mut [Option<Box<Ser
         }
     };
     let timeout = config.health_check_timeout;
-    let checks = topology.nodes().iter().zip(conns.iter_mut()).map(|(node, conn)| check(node, conn, &login, timeout));
+    let checks = topology.nodes().iter().zip(conns.iter_mut()).map(|(node, conn)| check(node, conn, tls, &login, timeout));
     let outcomes = futures_util::future::join_all(checks).await;
 
     let primary_lsn = outcomes.iter().zip(topology.nodes()).find_map(|(o, n)| match o {
@@ -220,10 +226,16 @@ fn set_ban(node: &Node, ban: Ban) {
 
 /// Runs one check on `node`, over its kept connection (opened anew when
 /// missing or broken), within `timeout`.
-async fn check(node: &Node, conn: &mut Option<Box<ServerConn>>, login: &ServerLogin, timeout: Duration) -> Outcome {
+async fn check(
+    node: &Node,
+    conn: &mut Option<Box<ServerConn>>,
+    tls: &crate::tls::BackendTls,
+    login: &ServerLogin,
+    timeout: Duration,
+) -> Outcome {
     let run = async {
         if conn.is_none() {
-            *conn = Some(ServerConn::connect(&node.host, node.port, login, timeout).await?);
+            *conn = Some(ServerConn::connect_tls(&node.host, node.port, tls, login, timeout).await?);
         }
         let c = conn.as_mut().expect("connected above");
         c.query_row(CHECK_SQL).await
