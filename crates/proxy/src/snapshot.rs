@@ -271,3 +271,95 @@ impl ProxyHandle {
         self.shared().snapshot()
     }
 }
+
+/// One connected client (`SHOW CLIENTS`, `GET /api/v1/clients`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSnapshot {
+    pub id: u64,
+    pub addr: std::net::SocketAddr,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub connected_at: std::time::SystemTime,
+    pub state: crate::clients::ClientState,
+    /// The server it holds: node id and backend pid.
+    pub server: Option<(usize, i32)>,
+    pub transactions: u64,
+}
+
+/// Every logged-in client, by id.
+pub fn clients_snapshot(shared: &Shared) -> Vec<ClientSnapshot> {
+    shared
+        .clients
+        .list()
+        .iter()
+        .map(|c| ClientSnapshot {
+            id: c.id,
+            addr: c.addr,
+            user: c.user.clone(),
+            database: c.database.clone(),
+            application_name: c.application_name.clone(),
+            connected_at: c.connected_at,
+            state: c.state(),
+            server: c.server(),
+            transactions: c.transactions.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
+/// One server connection (`SHOW SERVERS`, `GET /api/v1/servers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    pub node: usize,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Backend process id.
+    pub pid: i32,
+    /// Held by this client (`active`), or idle in its pool.
+    pub client: Option<u64>,
+    /// Idle connections: how long since last used.
+    pub idle_for: Option<Duration>,
+    /// Idle connections: how long since opened.
+    pub age: Option<Duration>,
+}
+
+/// Idle connections from every pool, and the ones clients hold.
+pub fn servers_snapshot(shared: &Shared) -> Vec<ServerSnapshot> {
+    let now = std::time::Instant::now();
+    let mut out = Vec::new();
+    for pool in shared.pools.all() {
+        for (pid, created, used) in pool.idle_servers() {
+            out.push(ServerSnapshot {
+                node: pool.key.backend,
+                host: pool.host.clone(),
+                port: pool.port,
+                database: pool.key.database.clone(),
+                user: pool.key.user.clone(),
+                pid,
+                client: None,
+                idle_for: Some(now.saturating_duration_since(used)),
+                age: Some(now.saturating_duration_since(created)),
+            });
+        }
+    }
+    let nodes = shared.topology.nodes();
+    for c in shared.clients.list() {
+        if let (Some((node, pid)), Some(n)) = (c.server(), c.server().and_then(|(node, _)| nodes.get(node))) {
+            out.push(ServerSnapshot {
+                node,
+                host: n.host.clone(),
+                port: n.port,
+                database: c.database.clone(),
+                user: c.user.clone(),
+                pid,
+                client: Some(c.id),
+                idle_for: None,
+                age: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.node, &a.database, &a.user, a.pid).cmp(&(b.node, &b.database, &b.user, b.pid)));
+    out
+}

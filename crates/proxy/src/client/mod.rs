@@ -1,6 +1,7 @@
 //! One client connection from accept to close.
 
 pub mod conn;
+pub mod console;
 pub mod login;
 pub mod params;
 pub mod rewrite;
@@ -55,7 +56,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(ClientError::ShuttingDown.into()),
     };
     let done = match outcome {
-        Ok(Some(d)) => d,
+        Ok(Some(Opened::Session(d))) => d,
+        Ok(Some(Opened::Console { user, access })) => {
+            conn.release_login_buffers();
+            if log_conn {
+                tracing::info!(%user, host = %peer.ip(), "admin console connection authorized");
+            }
+            console::run(conn, shared.clone(), user, access).await;
+            return;
+        }
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "login ended");
@@ -76,8 +85,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if log_conn {
         tracing::info!(%user, %database, host = %peer.ip(), "connection authorized");
     }
-    let session =
-        Session::new(shared.clone(), conn, done.user, done.database, done.params, done.pool, done.link, done.cancel);
+    let entry =
+        shared.clients.register(peer, &user, &database, done.params.get("application_name").unwrap_or_default());
+    let session = Session::new(
+        shared.clone(),
+        conn,
+        done.user,
+        done.database,
+        done.params,
+        done.pool,
+        done.link,
+        done.cancel,
+        entry,
+    );
     let result = session.run().await;
     if let Err(e) = &result {
         tracing::debug!(%peer, %user, error = %e, "session ended with error");
@@ -100,13 +120,44 @@ struct LoggedIn {
 
 /// Startup, authentication and the first server link. Returns None for a
 /// CancelRequest.
-async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<LoggedIn>, Error> {
+/// What a login opened.
+// A console login is rare and small; a session is what nearly every
+// client gets.
+#[allow(clippy::large_enum_variant)]
+enum Opened {
+    Session(LoggedIn),
+    /// The SQL admin console (database `pgbalancer`).
+    Console {
+        user: String,
+        access: console::Access,
+    },
+}
+
+async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Opened>, Error> {
     let msg = match login::negotiate(conn, shared).await? {
         Opening::Cancel => return Ok(None),
         Opening::Startup(m) => m,
     };
     let id = login::check_startup(conn, &msg).await?;
     let scram = login::authenticate(conn, shared, &id.user).await?;
+    if id.database == console::DATABASE {
+        let Some(access) = console::access(&shared.config.load(), &id.user) else {
+            let msg =
+                format!("user \"{}\" is not allowed to use the admin console (admin_users, stats_users)", id.user);
+            conn.fatal(sqlstate::INVALID_AUTHORIZATION, &msg).await;
+            return Err(ClientError::Protocol("console access refused").into());
+        };
+        write::authentication_ok(&mut conn.write_buf);
+        console::greet(&mut conn.write_buf, &ClientParams::from_startup(&msg));
+        let mut key = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        let (pid, secret) =
+            (i32::from_be_bytes(key[..4].try_into().unwrap()), i32::from_be_bytes(key[4..].try_into().unwrap()));
+        write::backend_key_data(&mut conn.write_buf, pid, secret);
+        write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
+        conn.flush().await?;
+        return Ok(Some(Opened::Console { user: id.user, access }));
+    }
     write::authentication_ok(&mut conn.write_buf);
 
     let mut params = ClientParams::from_startup(&msg);
@@ -193,7 +244,7 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Log
     write::backend_key_data(&mut conn.write_buf, cancel.pid, cancel.key);
     write::ready_for_query(&mut conn.write_buf, TxStatus::Idle);
     conn.flush().await?;
-    Ok(Some(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel }))
+    Ok(Some(Opened::Session(LoggedIn { user: id.user, database: id.database, params, pool, link, cancel })))
 }
 
 /// The node a client logs in on, not one of `tried` (unreachable during

@@ -444,6 +444,7 @@ impl Session {
                 }
             };
             let pool = self.node_pool(node);
+            self.entry.waiting();
             match link_server(&pool, &mut self.params, wait).await {
                 Ok(mut guard) => {
                     if need == Need::Primary && bit(node) != 0 && Box::pin(in_recovery(&mut guard)).await {
@@ -457,6 +458,7 @@ impl Session {
                     }
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
+                    self.entry.linked(node, c.backend_pid);
                     let router = self.router.as_mut().expect("routed session");
                     let flight = topology.nodes()[node].begin(need == Need::Read);
                     router.current = Some(Exchange { flight, need, started: measure.then(Instant::now) });

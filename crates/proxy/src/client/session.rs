@@ -15,6 +15,7 @@ use super::params::ClientParams;
 use super::rewrite::{self, Answer, Batch, Handled, Note, Reply, Rewriter};
 use super::route::{Commit, Need, Router};
 use crate::cancel::{CancelTarget, Registration};
+use crate::clients::ClientHandle;
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
 use crate::prepared::ClientStatements;
@@ -86,6 +87,8 @@ pub struct Session {
     /// A batch that needs the primary waits until the read batch the
     /// client holds a replica for has finished.
     pub(super) hold: bool,
+    /// This client in the list of clients (`SHOW CLIENTS`).
+    pub(super) entry: ClientHandle,
 }
 
 /// What woke the session up.
@@ -105,9 +108,14 @@ impl Session {
         database: String,
         params: ClientParams,
         pool: Arc<Pool>,
-        link: Link,
+        mut link: Link,
         cancel: Registration,
+        entry: ClientHandle,
     ) -> Session {
+        if let Link::Linked(g) = &mut link {
+            let node = g.pool().key.backend;
+            entry.linked(node, g.conn().backend_pid);
+        }
         let (mode, max_prepared) = {
             let c = shared.config.load();
             (c.pool_mode, c.max_prepared_statements)
@@ -142,6 +150,7 @@ impl Session {
             recv_buf: BytesMut::new(),
             router,
             hold: false,
+            entry,
         }
     }
 
@@ -554,6 +563,7 @@ impl Session {
             return Ok(Ok(()));
         }
         if self.shared.pause.is_paused() {
+            self.entry.waiting();
             if let Err(exit) = self.wait_resumed().await {
                 return Ok(Err(exit));
             }
@@ -570,10 +580,12 @@ impl Session {
         }
         {
             let wait = self.shared.config.load().query_wait_timeout;
+            self.entry.waiting();
             match link_server(&self.pool, &mut self.params, wait).await {
                 Ok(mut guard) => {
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
+                    self.entry.linked(self.pool.key.backend, c.backend_pid);
                     self.link = Link::Linked(guard);
                 }
                 Err(e) => {
@@ -790,6 +802,7 @@ impl Session {
         guard.set_clean(clean);
         self.cancel.slot.clear().await;
         drop(guard);
+        self.entry.released();
         self.end_exchange(commit, clean);
         self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
@@ -808,6 +821,7 @@ impl Session {
             let bytes = conn.take(end);
             mid_message = conn.mid_message();
             drop(guard);
+            self.entry.released();
             self.end_exchange(Commit::Unknown, false);
             let _ = self.client.write_all(&bytes).await;
         }

@@ -79,6 +79,40 @@ pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
     finish(buf, at);
 }
 
+/// RowDescription of text columns (type `text`, text format), as the SQL
+/// admin console answers.
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    const TEXT_OID: i32 = 25;
+    let at = begin(buf, be::ROW_DESCRIPTION);
+    buf.put_i16(columns.len() as i16);
+    for name in columns {
+        put_cstr(buf, name.as_bytes());
+        buf.put_i32(0); // table OID
+        buf.put_i16(0); // column number
+        buf.put_i32(TEXT_OID);
+        buf.put_i16(-1); // type size: variable
+        buf.put_i32(-1); // type modifier
+        buf.put_i16(0); // text format
+    }
+    finish(buf, at);
+}
+
+/// DataRow of text values (None is NULL).
+pub fn data_row<'a>(buf: &mut BytesMut, values: impl ExactSizeIterator<Item = Option<&'a str>>) {
+    let at = begin(buf, be::DATA_ROW);
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(v) => {
+                buf.put_i32(v.len() as i32);
+                buf.put_slice(v.as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    finish(buf, at);
+}
+
 pub fn authentication_ok(buf: &mut BytesMut) {
     let at = begin(buf, be::AUTHENTICATION);
     buf.put_i32(auth_code::OK);
