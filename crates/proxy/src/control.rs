@@ -3,7 +3,7 @@
 //! owns the config file and the one reload function), and PgBouncer's
 //! `PAUSE`/`RESUME` ([`Pause`]), which the proxy does itself.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgbalancer_config::{ConfigError, Problem};
@@ -48,12 +48,15 @@ impl From<&ConfigError> for ReloadError {
 /// server for their session (session mode, pinned clients) keep it.
 #[derive(Debug)]
 pub struct Pause {
+    /// Read on every transaction: a plain atomic, no lock.
+    flag: AtomicBool,
+    /// Wakes the clients waiting for RESUME.
     paused: watch::Sender<bool>,
 }
 
 impl Default for Pause {
     fn default() -> Pause {
-        Pause { paused: watch::channel(false).0 }
+        Pause { flag: AtomicBool::new(false), paused: watch::channel(false).0 }
     }
 }
 
@@ -68,11 +71,12 @@ pub enum Paused {
 
 impl Pause {
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.flag.load(Ordering::Relaxed)
     }
 
     /// Pauses, then waits up to `wait` until no server is checked out.
     pub async fn pause(&self, pools: &Pools, wait: Duration) -> Paused {
+        self.flag.store(true, Ordering::Relaxed);
         if !self.paused.send_replace(true) {
             tracing::info!("paused: new transactions wait for RESUME");
         }
@@ -92,6 +96,7 @@ impl Pause {
 
     /// Resumes; returns whether it was paused.
     pub fn resume(&self) -> bool {
+        self.flag.store(false, Ordering::Relaxed);
         let was = self.paused.send_replace(false);
         if was {
             tracing::info!("resumed");

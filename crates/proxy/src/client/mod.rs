@@ -206,7 +206,9 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Ope
         // Otherwise link a server: it proves PostgreSQL accepts this user,
         // database and settings, and tells how it spells them.
         let asked: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        shared.pause.wait_resumed().await;
+        if shared.pause.is_paused() {
+            shared.pause.wait_resumed().await;
+        }
         let mut guard: ServerGuard = match link_server(&pool, &mut params, wait).await {
             Ok(g) => g,
             Err(e) if shared.topology.routed() && route::unreachable(&e) => {
