@@ -152,7 +152,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
     for addr in proxy.local_addrs() {
         tracing::info!(%addr, "listening");
     }
+    // Reload and stop requests of the admin API and of the SQL admin
+    // console (through `Shared::control`, also without the REST API) come
+    // here, to the one reload function.
     let (control_tx, mut control_rx) = mpsc::channel::<Command>(8);
+    if proxy.shared().control.set(control_tx.clone()).is_err() {
+        tracing::error!("the proxy's control channel was already set");
+        proxy.shutdown_now();
+        return ExitCode::FAILURE;
+    }
     let admin = match &admin_state {
         Some(state) => {
             match AdminServer::start(&rest.bind_address, rest.port, proxy.shared().clone(), state.clone(), control_tx)
@@ -172,10 +180,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
                 }
             }
         }
-        None => {
-            drop(control_tx);
-            None
-        }
+        None => None,
     };
     if let Some(d) = demo {
         d.print_banner(proxy.local_addrs());
@@ -208,7 +213,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
                     notifier.ready();
                 }
                 Command::Stop => {
-                    tracing::info!("stop requested through the admin API");
+                    tracing::info!("stop requested through the admin API or console");
                     break;
                 }
             },

@@ -106,6 +106,11 @@ impl Resp {
 
 /// One HTTP/1.1 request from `from` to the admin API on `port`.
 async fn http(port: u16, from: IpAddr, method: &str, path: &str, auth: Option<&str>) -> Resp {
+    http_body(port, from, method, path, auth, Vec::new()).await
+}
+
+/// [`http`] with a request body (sent as JSON when not empty).
+async fn http_body(port: u16, from: IpAddr, method: &str, path: &str, auth: Option<&str>, body: Vec<u8>) -> Resp {
     let mut conn = HttpConnector::new();
     conn.set_local_address(Some(from));
     let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build(conn);
@@ -113,7 +118,10 @@ async fn http(port: u16, from: IpAddr, method: &str, path: &str, auth: Option<&s
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    let resp = within(DEADLINE, "HTTP request", client.request(req.body(Full::new(Bytes::new())).unwrap()))
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = within(DEADLINE, "HTTP request", client.request(req.body(Full::new(Bytes::from(body))).unwrap()))
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = resp.status().as_u16();
@@ -1235,4 +1243,476 @@ async fn refused_checker_leaves_roles_unknown_and_promote_says_why() {
     let err = r.json()["error"].as_str().unwrap().to_string();
     assert!(err.contains("cannot ask whether it is in recovery") && err.contains("no_such_checker"), "{err}");
     assert!(d.read("/api/v1/nodes").await["forced_primary"].is_null());
+}
+
+// ---------------------------------------------------------------------------
+// PAUSE / RESUME
+// ---------------------------------------------------------------------------
+
+/// The values of `t.a` in `db`, read directly on the primary.
+async fn rows(db: &str) -> Vec<i32> {
+    let c = superuser(db).await;
+    c.query("SELECT a FROM t ORDER BY a", &[]).await.expect("read t").iter().map(|r| r.get(0)).collect()
+}
+
+/// Whether `msgs` (up to ReadyForQuery) hold a CommandComplete `tag` and no error.
+fn completed(msgs: &[raw::Next], tag: &str) -> bool {
+    raw::first_error(msgs).is_none()
+        && msgs.iter().any(|m| matches!(m, raw::Next::Message(b'C', body) if body.starts_with(tag.as_bytes())))
+        && matches!(msgs.last(), Some(raw::Next::Message(b'Z', _)))
+}
+
+/// A daemon with `auth_type: trust` (so raw clients can log in as `app`),
+/// transaction pooling, and the usual admin API.
+fn spawn_trust_daemon(extra: &str) -> Daemon {
+    let backend = cluster().primary.port;
+    Daemon::spawn_yaml(SECRET, |port, api, secret| {
+        format!(
+            "listen_addresses: '127.0.0.1'\nport: {port}\npool_mode: transaction\nauth_type: trust\n\
+             users:\n  - name: {APP_USER}\n    password: {APP_PASSWORD}\n\
+             backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+             workers: 2\nshutdown_timeout: 10s\n{extra}\n\
+             rest_api:\n  enabled: true\n  port: {api}\n  bind_address: 127.0.0.1\n  \
+             jwt_secret_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n",
+            secret.display()
+        )
+    })
+}
+
+/// PgBouncer's PAUSE: a transaction open when PAUSE comes goes on and
+/// commits; a new transaction of another client waits — its INSERT, sent
+/// before, is not on the primary while paused — and runs on RESUME. The
+/// pause waits (`?wait=`) for servers to come back: 202 while a client
+/// still holds one, 200 once none does. `status.paused` and
+/// `pgbalancer_paused` follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_new_transactions_until_resume() {
+    let mut d = spawn_trust_daemon("pool_size: 5");
+    d.wait_healthy().await;
+    let db = fresh_db("adm_pause");
+    create_table(&db).await;
+    let admin = token("admin");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
+    let login = |db: String| async move {
+        let mut c = raw::Raw::connect(addr).await;
+        c.login(&[("user", APP_USER), ("database", &db)]).await;
+        c
+    };
+
+    // A is inside a transaction; B is connected, between transactions.
+    let mut a = login(db.clone()).await;
+    a.send(&raw::query("BEGIN; INSERT INTO t VALUES (1)")).await;
+    assert!(completed(&a.until_ready().await, "INSERT"));
+    let mut b = login(db.clone()).await;
+    assert_eq!(d.read("/api/v1/status").await["paused"], false);
+
+    // PAUSE without waiting: A still holds its server.
+    let r = d.post("/api/v1/control/pause?wait=0", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (202, json!({"status": "pausing", "active": 1})), "{}", d.log());
+    assert_eq!(d.read("/api/v1/status").await["paused"], true);
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert_eq!(metric(&m, "pgbalancer_paused"), 1.0);
+
+    // B starts a new transaction: it must wait.
+    b.send(&raw::query("INSERT INTO t VALUES (2)")).await;
+
+    // A's transaction goes on and commits while paused.
+    a.send(&raw::query("INSERT INTO t VALUES (3)")).await;
+    assert!(completed(&a.until_ready().await, "INSERT"), "A's statement inside its transaction while paused");
+    a.send(&raw::query("COMMIT")).await;
+    assert!(completed(&a.until_ready().await, "COMMIT"), "A's COMMIT while paused");
+
+    // No client holds a server now: the pause is complete.
+    let r = d.post("/api/v1/control/pause?wait=10", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "paused"})), "{}", d.log());
+    // B's INSERT has not run: the primary has A's rows only.
+    assert_eq!(rows(&db).await, vec![1, 3]);
+    assert_eq!(d.read("/api/v1/pools").await["pools"][0]["active"], 0);
+    // A's next transaction waits too.
+    a.send(&raw::query("INSERT INTO t VALUES (4)")).await;
+    assert_eq!(rows(&db).await, vec![1, 3]);
+
+    // A read token cannot resume; an admin one can.
+    let r = http(d.api, source(50), "POST", "/api/v1/control/resume", Some(&bearer(&token("read")))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = d.post("/api/v1/control/resume", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "resumed"})));
+    assert!(completed(&b.until_ready().await, "INSERT"), "B's INSERT after RESUME");
+    assert!(completed(&a.until_ready().await, "INSERT"), "A's INSERT after RESUME");
+    assert_eq!(rows(&db).await, vec![1, 2, 3, 4]);
+
+    let r = d.post("/api/v1/control/resume", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "not paused"})));
+    assert_eq!(d.read("/api/v1/status").await["paused"], false);
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert_eq!(metric(&m, "pgbalancer_paused"), 0.0);
+
+    // Nobody in a transaction: PAUSE is complete at once; RESUME undoes it.
+    let r = d.post("/api/v1/control/pause", Some(&admin)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "paused"})));
+    assert_eq!(d.post("/api/v1/control/resume", Some(&admin)).await.json()["status"], "resumed");
+    b.send(&raw::query("SELECT 1")).await;
+    assert!(completed(&b.until_ready().await, "SELECT"));
+
+    // Bad requests: 400, never echoing the query; the role is checked first.
+    for (i, q) in ["wait=301", "wait=abc", "wait=-1", "wait=", "wait=1.5", "token=abc", "wait=1&x=2"].iter().enumerate()
+    {
+        let r = http(d.api, source(60 + i as u8), "POST", &format!("/api/v1/control/pause?{q}"), Some(&bearer(&admin)))
+            .await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert!(!r.body.contains("abc"), "{}", r.body);
+    }
+    let r = http(d.api, source(70), "POST", "/api/v1/control/pause", Some(&bearer(&token("read")))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(d.read("/api/v1/status").await["paused"], false, "a refused pause must not pause");
+}
+
+/// A pause waiting longer than the admin connection's idle timeout (10 s)
+/// still gets its answer: the connection is not closed under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pause_is_answered() {
+    let mut d = spawn_trust_daemon("");
+    d.wait_healthy().await;
+    let db = fresh_db("adm_pause_long");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
+    let mut a = raw::Raw::connect(addr).await;
+    a.login(&[("user", APP_USER), ("database", &db)]).await;
+    a.send(&raw::query("BEGIN")).await;
+    assert!(completed(&a.until_ready().await, "BEGIN"));
+    let started = Instant::now();
+    let r = within(
+        Duration::from_secs(30),
+        "pause ?wait=12",
+        d.post("/api/v1/control/pause?wait=12", Some(&token("admin"))),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (202, json!({"status": "pausing", "active": 1})));
+    assert!(started.elapsed() >= Duration::from_secs(12), "answered after {:?}", started.elapsed());
+    a.send(&raw::query("COMMIT")).await;
+    assert!(completed(&a.until_ready().await, "COMMIT"));
+    assert_eq!(d.post("/api/v1/control/resume", Some(&token("admin"))).await.json()["status"], "resumed");
+}
+
+// ---------------------------------------------------------------------------
+// POST /api/v1/auth/login
+// ---------------------------------------------------------------------------
+
+const OPS_PASSWORD: &str = "ops-login-password-42";
+const LURKER_PASSWORD: &str = "lurker-password-7";
+
+/// `users:` with `app` (PostgreSQL's own SCRAM verifier), `ops` (a
+/// plaintext password) and `lurker` (a verifier, but in neither list).
+fn login_users() -> String {
+    format!(
+        "users:\n  - name: {APP_USER}\n    password: '{}'\n  - name: ops\n    password: {OPS_PASSWORD}\n  \
+         - name: lurker\n    password: '{}'\n",
+        app_verifier(),
+        postgres_protocol::password::scram_sha_256(LURKER_PASSWORD.as_bytes()),
+    )
+}
+
+/// A daemon with [`login_users`], `ops` an admin user and `app` a stats
+/// user, and `rest` as the rest_api keys after enabled/port/bind_address.
+fn spawn_login_daemon(rest: &str) -> Daemon {
+    let backend = cluster().primary.port;
+    let users = login_users();
+    let rest = rest.to_string();
+    Daemon::spawn_yaml(SECRET, move |port, api, secret| {
+        let rest = rest.replace("SECRET_FILE", &secret.display().to_string());
+        format!(
+            "listen_addresses: '127.0.0.1'\nport: {port}\npool_mode: transaction\nauth_type: scram-sha-256\n{users}\
+             admin_users: [ops]\nstats_users: [{APP_USER}]\n\
+             backends:\n  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n\
+             workers: 2\nshutdown_timeout: 10s\n\
+             rest_api:\n  enabled: true\n  port: {api}\n  bind_address: 127.0.0.1\n{rest}"
+        )
+    })
+}
+
+async fn login(d: &Daemon, from: IpAddr, body: &str) -> Resp {
+    http_body(d.api, from, "POST", "/api/v1/auth/login", None, body.as_bytes().to_vec()).await
+}
+
+fn credentials(user: &str, password: &str) -> String {
+    json!({"user": user, "password": password}).to_string()
+}
+
+/// Login end to end: an admin user's token reads and mutates, a stats
+/// user's token reads but may not mutate; every failure (wrong password,
+/// unknown user, a user in neither list) is the same 401 and counts in the
+/// per-source limiter (429 even for the right password then); bad bodies
+/// are 400/413; no password or token reaches the log; without admin_users
+/// and stats_users login is disabled (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_exchanges_a_password_for_a_token() {
+    let mut d = spawn_login_daemon(
+        "  jwt_secret_file: SECRET_FILE\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n",
+    );
+    d.wait_healthy().await;
+
+    // ops (admin_users, plaintext entry): an admin token for 10 minutes
+    // (jwt_max_ttl is under 15), no Authorization header needed.
+    let before = now();
+    let r = login(&d, home(), &credentials("ops", OPS_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, d.log());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    assert_eq!(
+        (v["role"].as_str(), v["token_type"].as_str(), v["expires_in"].as_u64()),
+        (Some("admin"), Some("Bearer"), Some(600))
+    );
+    let ops_token = v["token"].as_str().unwrap().to_string();
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["pgbalancer"]);
+    validation.set_issuer(&["tests"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &ops_token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("the login token verifies with the configured secret")
+    .claims;
+    assert_eq!((claims["sub"].as_str(), claims["role"].as_str()), (Some("ops"), Some("admin")), "{claims}");
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!(iat >= before && iat <= now(), "{claims}");
+    assert_eq!(claims["exp"].as_u64().unwrap() - iat, 600, "{claims}");
+    assert_eq!(d.get("/api/v1/status", Some(&ops_token)).await.status, 200);
+    let r = d.post("/api/v1/control/reload", Some(&ops_token)).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "reloaded"})));
+
+    // app (stats_users, PostgreSQL's verifier): a read token.
+    let r = login(&d, home(), &credentials(APP_USER, APP_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["role"], "read");
+    let app_token = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(d.get("/api/v1/pools", Some(&app_token)).await.status, 200);
+    let r = d.post("/api/v1/control/reload", Some(&app_token)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Every failure looks the same.
+    let failures = [
+        credentials("ops", "wrong-password"),
+        credentials("ghost", OPS_PASSWORD),
+        credentials("lurker", LURKER_PASSWORD),
+        credentials(APP_USER, OPS_PASSWORD),
+        credentials("ops", ""),
+        credentials("", ""),
+    ];
+    let mut answers = Vec::new();
+    for body in &failures {
+        let r = login(&d, source(80), body).await;
+        answers.push((r.status, r.header("www-authenticate").map(String::from), r.body));
+    }
+    assert_eq!(answers[0].0, 401, "{answers:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answers[0].2).unwrap(),
+        json!({"error": "invalid user name or password"})
+    );
+    assert!(answers.iter().all(|a| *a == answers[0]), "failures differ: {answers:?}");
+
+    // Scenario 60 for login: after 10 failures that source gets 429, even
+    // with the right password; other sources are not affected.
+    for _ in failures.len()..10 {
+        assert_eq!(login(&d, source(80), &credentials("ops", "guess")).await.status, 401);
+    }
+    let r = login(&d, source(80), &credentials("ops", OPS_PASSWORD)).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(login(&d, source(81), &credentials("ops", OPS_PASSWORD)).await.status, 200);
+    let stats = d.read("/api/v1/stats").await;
+    assert!(stats["api_auth_failures"].as_u64().unwrap() >= 10, "{stats}");
+
+    // Bodies: too large (413), not the expected JSON (400), never 500.
+    let big = credentials("ops", &"x".repeat(5000));
+    let r = login(&d, source(82), &big).await;
+    assert_eq!((r.status, r.json()), (413, json!({"error": "request body too large: at most 4096 bytes"})));
+    for (i, body) in [
+        "",
+        "not json",
+        "{\"user\": \"ops\"}",
+        "{\"user\": \"ops\", \"password\": \"x\", \"role\": \"admin\"}",
+        "{\"user\": 1, \"password\": \"x\"}",
+        "[\"ops\", \"x\"]",
+        "\u{0}\u{1}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = login(&d, source(83 + i as u8), body).await;
+        assert_eq!(r.status, 400, "{body:?}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("JSON"), "{}", r.body);
+    }
+    let r = http_body(d.api, source(95), "POST", "/api/v1/auth/login", None, vec![0xff, 0xfe, b'{']).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(d.get("/api/v1/auth/login", None).await.status, 405);
+
+    // Neither passwords nor tokens reach the log; failures are logged.
+    let log = d.log();
+    for secret in [OPS_PASSWORD, APP_PASSWORD, LURKER_PASSWORD, ops_token.as_str(), app_token.as_str()] {
+        assert!(!log.contains(secret), "log contains a secret: {log}");
+    }
+    assert!(log.contains("login failed"), "{log}");
+
+    // Without admin_users and stats_users, login is disabled.
+    let yaml = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, yaml.replace("admin_users: [ops]\nstats_users: [app]\n", "")).unwrap();
+    assert_eq!(d.post("/api/v1/control/reload", Some(&token("admin"))).await.status, 200, "{}", d.log());
+    let r = login(&d, home(), &credentials("ops", OPS_PASSWORD)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json(), json!({"error": "login is disabled: no admin_users or stats_users are configured"}));
+    assert!(d.exited().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// RS256 and EdDSA
+// ---------------------------------------------------------------------------
+
+/// PEM (private, public) of a fresh 2048-bit RSA key (made off the runtime:
+/// it takes seconds in a debug build).
+async fn rsa_key() -> (String, String) {
+    tokio::task::spawn_blocking(|| {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+        (
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// PEM (private, public) of a fresh Ed25519 key.
+fn ed25519_key() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    (key.serialize_pem(), key.public_key_pem())
+}
+
+/// A token for `role` with the aud/iss of the key daemons, signed with `alg`.
+fn signed(alg: Algorithm, key: &EncodingKey, role: &str) -> String {
+    let claims = json!({"exp": now() + 300, "iat": now(), "aud": "pgbalancer", "iss": "tests", "role": role});
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+fn rest_keys(alg: &str, public: &std::path::Path, private: Option<&std::path::Path>) -> String {
+    let mut r = format!(
+        "  jwt_algorithm: {alg}\n  jwt_public_key_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  \
+         jwt_max_ttl: 10m\n",
+        public.display()
+    );
+    if let Some(p) = private {
+        r.push_str(&format!("  jwt_private_key_file: {}\n", p.display()));
+    }
+    r
+}
+
+/// RS256, then EdDSA after a reload: tokens signed with the private key
+/// pass; HS256 tokens "signed" with the public key as secret (scenario 52),
+/// with the old HS256 secret, or with another algorithm's key are 401;
+/// login signs with jwt_private_key_file, and is disabled (403) without it;
+/// a private key that is not the public key's other half rejects the
+/// reload; a private key given as the public one refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_and_eddsa_tokens_and_login() {
+    let keys = tempfile::tempdir().unwrap();
+    let (rsa_private, rsa_public) = rsa_key().await;
+    let (ed_private, ed_public) = ed25519_key();
+    let (other_ed_private, _) = ed25519_key();
+    let file = |name: &str, pem: &str| {
+        let p = keys.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let (rsa_priv_path, rsa_pub_path) = (file("rsa.key", &rsa_private), file("rsa.pub", &rsa_public));
+    let (ed_priv_path, ed_pub_path) = (file("ed.key", &ed_private), file("ed.pub", &ed_public));
+    let other_ed_path = file("other-ed.key", &other_ed_private);
+    let rsa_key = EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
+    let ed_key = EncodingKey::from_ed_pem(ed_private.as_bytes()).unwrap();
+
+    let mut d = spawn_login_daemon(&rest_keys("RS256", &rsa_pub_path, Some(&rsa_priv_path)));
+    d.wait_healthy().await;
+    let rs_admin = signed(Algorithm::RS256, &rsa_key, "admin");
+    assert_eq!(d.get("/api/v1/status", Some(&rs_admin)).await.status, 200, "{}", d.log());
+    assert_eq!(d.post("/api/v1/control/resume", Some(&rs_admin)).await.status, 200);
+    assert_eq!(d.post("/api/v1/control/resume", Some(&signed(Algorithm::RS256, &rsa_key, "read"))).await.status, 403);
+
+    // Scenario 52 and friends: 401, never 200.
+    let claims = json!({"exp": now() + 300, "aud": "pgbalancer", "iss": "tests", "role": "admin"});
+    let hs = |secret: &[u8]| {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    };
+    let public_der = jsonwebtoken::DecodingKey::from_rsa_pem(rsa_public.as_bytes()).unwrap().as_bytes().to_vec();
+    for (i, (what, t)) in [
+        ("HS256 with the RS256 public key (PEM) as secret", hs(rsa_public.as_bytes())),
+        ("HS256 with the RS256 public key (PKCS#1 DER) as secret", hs(&public_der)),
+        ("HS256 with the old secret", hs(SECRET.as_bytes())),
+        ("EdDSA", signed(Algorithm::EdDSA, &ed_key, "admin")),
+        ("RS512 with the right key", signed(Algorithm::RS512, &rsa_key, "admin")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = http(d.api, source(120 + i as u8), "GET", "/api/v1/status", Some(&bearer(&t))).await;
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        if what.starts_with("HS256 with the RS256") {
+            assert_eq!(r.json()["error"], "token algorithm is not the configured one", "{what}");
+        }
+    }
+
+    // Login signs RS256 with the private key.
+    let r = login(&d, home(), &credentials("ops", OPS_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(jsonwebtoken::decode_header(&t).unwrap().alg, Algorithm::RS256);
+    assert_eq!(d.post("/api/v1/control/resume", Some(&t)).await.status, 200);
+
+    // A private key that does not match: the reload is rejected, nothing changes.
+    let yaml = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, yaml.replace(&rsa_priv_path.display().to_string(), &other_ed_path.display().to_string()))
+        .unwrap();
+    let r = d.post("/api/v1/control/reload", Some(&rs_admin)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["problems"][0]["key"], "rest_api.jwt_private_key_file", "{}", r.body);
+    assert_eq!(login(&d, home(), &credentials("ops", OPS_PASSWORD)).await.status, 200, "the old settings stay");
+
+    // No private key: login is disabled, tokens from elsewhere still work.
+    std::fs::write(&d.config, yaml.replace(&format!("  jwt_private_key_file: {}\n", rsa_priv_path.display()), ""))
+        .unwrap();
+    assert_eq!(d.post("/api/v1/control/reload", Some(&rs_admin)).await.status, 200, "{}", d.log());
+    let r = login(&d, home(), &credentials("ops", OPS_PASSWORD)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("jwt_private_key_file is not set"), "{}", r.body);
+    assert_eq!(d.get("/api/v1/status", Some(&rs_admin)).await.status, 200);
+
+    // Switch to EdDSA by reload: Ed25519 tokens pass, RS256 ones no longer.
+    let base = yaml.split("  jwt_algorithm:").next().unwrap().to_string();
+    std::fs::write(&d.config, format!("{base}{}", rest_keys("EdDSA", &ed_pub_path, Some(&ed_priv_path)))).unwrap();
+    assert_eq!(d.post("/api/v1/control/reload", Some(&rs_admin)).await.status, 200, "{}", d.log());
+    let ed_admin = signed(Algorithm::EdDSA, &ed_key, "admin");
+    assert_eq!(d.get("/api/v1/status", Some(&ed_admin)).await.status, 200);
+    let r = http(d.api, source(130), "GET", "/api/v1/status", Some(&bearer(&rs_admin))).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = http(d.api, source(131), "GET", "/api/v1/status", Some(&bearer(&hs(ed_public.as_bytes())))).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let other = EncodingKey::from_ed_pem(other_ed_private.as_bytes()).unwrap();
+    let r =
+        http(d.api, source(132), "GET", "/api/v1/status", Some(&bearer(&signed(Algorithm::EdDSA, &other, "admin"))))
+            .await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid signature")));
+    let r = login(&d, home(), &credentials(APP_USER, APP_PASSWORD)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(jsonwebtoken::decode_header(&t).unwrap().alg, Algorithm::EdDSA);
+    assert_eq!(d.get("/api/v1/pools", Some(&t)).await.status, 200);
+    assert!(!d.log().contains(ed_private.lines().nth(1).unwrap()), "private key material in the log");
+    drop(d);
+
+    // The private key given as the public one: refuses to start, without
+    // printing the key.
+    let mut d = spawn_login_daemon(&rest_keys("RS256", &rsa_priv_path, None));
+    let st = d.wait_exit().await;
+    assert!(!st.success());
+    let log = d.log();
+    assert!(log.contains("rest_api.jwt_public_key_file") && log.contains("holds a private key"), "{log}");
+    assert!(!log.contains(rsa_private.lines().nth(1).unwrap()), "{log}");
 }

@@ -1,19 +1,23 @@
-//! Bearer-token (JWT) checks and the per-source limiter of failed attempts.
+//! Bearer-token (JWT) checks, the signer of login tokens, and the
+//! per-source limiter of failed attempts.
 //!
-//! A token is accepted only when: it is signed with HS256 and the configured
-//! secret (the token's `alg` header must say HS256 — `none` or any other
-//! algorithm fails; `kid`, `jwk`, `jku`, `x5u` are ignored), it has `exp` and
-//! is not expired, its `nbf` (if any) has passed, `aud`/`iss` match when
-//! configured, and its lifetime (`exp - iat`, and `exp - now`) is at most
-//! `jwt_max_ttl`. Its `role` claim then decides what it may do.
+//! A token is accepted only when: it is signed with the configured
+//! algorithm and key — HS256 with the secret, or RS256/EdDSA with the public
+//! key of `jwt_public_key_file` — and its `alg` header names that algorithm
+//! (`none` or any other fails, so an HS256 token "signed" with the RSA public
+//! key as secret is refused; `kid`, `jwk`, `jku`, `x5u` are ignored), it has
+//! `exp` and is not expired, its `nbf` (if any) has passed, `aud`/`iss`
+//! match when configured, and its lifetime (`exp - iat`, and `exp - now`) is
+//! at most `jwt_max_ttl`. Its `role` claim then decides what it may do.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use pgbalancer_config::{ConfigError, Problem, RestApiConfig, MIN_JWT_SECRET_LEN};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use pgbalancer_config::{ConfigError, JwtAlgorithm, Problem, RestApiConfig, MIN_JWT_SECRET_LEN};
 use serde::Deserialize;
 
 /// What a token allows.
@@ -33,15 +37,29 @@ impl Role {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// Longest `Authorization` value looked at; longer tokens fail (401).
 pub const MAX_TOKEN_LEN: usize = 8192;
 
+/// Smallest RSA key accepted (bits).
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest key file read.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
 /// The JWT settings in force; swapped whole on reload.
 pub struct AuthSettings {
     /// `None` when `jwt_enabled: false`: every request is allowed.
     jwt: Option<Jwt>,
+    /// What `POST /api/v1/auth/login` signs with, or why it cannot.
+    signer: Result<TokenSigner, String>,
 }
 
 struct Jwt {
@@ -50,32 +68,103 @@ struct Jwt {
     max_ttl: Duration,
 }
 
+/// Makes tokens the settings they were built with accept (login).
+pub struct TokenSigner {
+    algorithm: Algorithm,
+    key: EncodingKey,
+    audience: Option<String>,
+    issuer: Option<String>,
+    max_ttl: Duration,
+}
+
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        // Never the secret.
-        f.debug_struct("AuthSettings").field("jwt_enabled", &self.jwt.is_some()).finish_non_exhaustive()
+        // Never the secret or a key.
+        f.debug_struct("AuthSettings")
+            .field("jwt_enabled", &self.jwt.is_some())
+            .field("can_sign", &self.signer.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TokenSigner").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+fn jwt_algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
     }
 }
 
 impl AuthSettings {
     /// Builds the settings of `rest_api`, reading the secret (inline, file or
-    /// variable) now. A missing, unreadable or short secret is an error
-    /// (`origin` names the config file in messages).
+    /// variable) or the key files now. A missing, unreadable or short secret,
+    /// a key that is not one of the configured algorithm, an RSA key under
+    /// [`MIN_RSA_BITS`], or a private key that is not the public key's other
+    /// half is an error (`origin` names the config file in messages).
     pub fn from_config(r: &RestApiConfig, origin: &str) -> Result<AuthSettings, ConfigError> {
         if !r.jwt_enabled {
-            return Ok(AuthSettings { jwt: None });
+            return Ok(AuthSettings::disabled());
         }
-        let invalid = |msg: String| ConfigError::Invalid {
+        let invalid = |key: &str, msg: String| ConfigError::Invalid {
             file: origin.to_string(),
-            problems: vec![Problem::new(secret_key(r), msg)],
+            problems: vec![Problem::new(key, msg)],
         };
-        let secret = r.jwt_secret()?.ok_or_else(|| invalid("required when rest_api.jwt_enabled is true".into()))?;
-        if secret.len() < MIN_JWT_SECRET_LEN {
-            return Err(invalid(format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required")));
-        }
-        // The algorithm is fixed here (validate() admits only HS256), never
-        // taken from the token.
-        let mut validation = Validation::new(Algorithm::HS256);
+        let algorithm = jwt_algorithm(r.jwt_algorithm);
+        let (decoding, encoding) = match r.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                let key = secret_key(r);
+                let secret =
+                    r.jwt_secret()?.ok_or_else(|| invalid(key, "required when rest_api.jwt_enabled is true".into()))?;
+                if secret.len() < MIN_JWT_SECRET_LEN {
+                    return Err(invalid(key, format!("too short: at least {MIN_JWT_SECRET_LEN} bytes are required")));
+                }
+                (DecodingKey::from_secret(secret.as_bytes()), Ok(EncodingKey::from_secret(secret.as_bytes())))
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
+                const PUBLIC: &str = "rest_api.jwt_public_key_file";
+                const PRIVATE: &str = "rest_api.jwt_private_key_file";
+                let path = r
+                    .jwt_public_key_file
+                    .as_deref()
+                    .ok_or_else(|| invalid(PUBLIC, format!("required when jwt_algorithm is {}", r.jwt_algorithm)))?;
+                let pem = read_key_file(path).map_err(|m| invalid(PUBLIC, m))?;
+                let decoding =
+                    public_key(algorithm, &pem).map_err(|m| invalid(PUBLIC, format!("{}: {m}", path.display())))?;
+                let encoding = match r.jwt_private_key_file.as_deref() {
+                    None => Err(format!(
+                        "login is disabled: rest_api.jwt_algorithm is {} and rest_api.jwt_private_key_file is not set \
+                         (pgbalancer has no key to sign tokens with)",
+                        r.jwt_algorithm
+                    )),
+                    Some(path) => {
+                        let pem = read_key_file(path).map_err(|m| invalid(PRIVATE, m))?;
+                        let key = private_key(algorithm, &pem)
+                            .map_err(|m| invalid(PRIVATE, format!("{}: {m}", path.display())))?;
+                        if !pair_matches(algorithm, &key, &decoding) {
+                            return Err(invalid(
+                                PRIVATE,
+                                format!(
+                                    "{}: not the private key of rest_api.jwt_public_key_file ({})",
+                                    path.display(),
+                                    r.jwt_public_key_file.as_deref().unwrap_or(Path::new("")).display()
+                                ),
+                            ));
+                        }
+                        Ok(key)
+                    }
+                };
+                (decoding, encoding)
+            }
+        };
+        // The algorithm is fixed here, never taken from the token.
+        let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 0;
         validation.validate_exp = true;
@@ -92,14 +181,27 @@ impl AuthSettings {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
         }
-        Ok(AuthSettings {
-            jwt: Some(Jwt { key: DecodingKey::from_secret(secret.as_bytes()), validation, max_ttl: r.jwt_max_ttl }),
-        })
+        let signer = encoding.map(|key| TokenSigner {
+            algorithm,
+            key,
+            audience: r.jwt_audience.clone(),
+            issuer: r.jwt_issuer.clone(),
+            max_ttl: r.jwt_max_ttl,
+        });
+        Ok(AuthSettings { jwt: Some(Jwt { key: decoding, validation, max_ttl: r.jwt_max_ttl }), signer })
     }
 
     /// Settings that let every request through (`jwt_enabled: false`).
     pub fn disabled() -> AuthSettings {
-        AuthSettings { jwt: None }
+        AuthSettings {
+            jwt: None,
+            signer: Err("login is disabled: rest_api.jwt_enabled is false, so the API needs no token".into()),
+        }
+    }
+
+    /// What login signs tokens with, or why it cannot (a message for a 403).
+    pub fn signer(&self) -> Result<&TokenSigner, &str> {
+        self.signer.as_ref().map_err(String::as_str)
     }
 
     pub fn enabled(&self) -> bool {
@@ -140,6 +242,134 @@ impl std::fmt::Display for AuthFailure {
             AuthFailure::Invalid(why) => f.write_str(why),
             AuthFailure::NoRole => f.write_str("token has no role claim 'read' or 'admin'"),
         }
+    }
+}
+
+impl TokenSigner {
+    /// How long a token may live at most (`jwt_max_ttl`).
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
+    /// A token for `subject` with `role`, valid `ttl` (capped at
+    /// `jwt_max_ttl`) from now, with the configured `aud`/`iss`.
+    pub fn mint(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, String> {
+        let now = unix_now();
+        let ttl = ttl.min(self.max_ttl).as_secs().max(1);
+        let mut claims = serde_json::json!({"sub": subject, "role": role.as_str(), "iat": now, "exp": now + ttl});
+        if let Some(a) = &self.audience {
+            claims["aud"] = a.as_str().into();
+        }
+        if let Some(i) = &self.issuer {
+            claims["iss"] = i.as_str().into();
+        }
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| format!("cannot sign the token: {e}"))
+    }
+}
+
+/// Reads a PEM key file (at most 64 KiB).
+fn read_key_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE + 1).read_to_string(&mut text).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(format!("{shown}: larger than {MAX_KEY_FILE} bytes: not a PEM key"));
+    }
+    Ok(text)
+}
+
+/// The label of the first PEM block (`PUBLIC KEY`, `RSA PRIVATE KEY`, ...).
+fn pem_label(pem: &str) -> Option<&str> {
+    let start = pem.find("-----BEGIN ")? + "-----BEGIN ".len();
+    let len = pem[start..].find("-----")?;
+    Some(&pem[start..start + len])
+}
+
+/// The verification key of `algorithm` (RS256 or EdDSA) from a PEM public
+/// key, checked now so that a bad key fails at start-up (or reload), not as
+/// "invalid signature" on every request. Messages never quote the file.
+pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, String> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::traits::PublicKeyParts;
+    let label = pem_label(pem).ok_or("not a PEM file (no -----BEGIN ...----- line)")?;
+    if label.contains("PRIVATE") {
+        return Err(format!(
+            "holds a private key ({label}); jwt_public_key_file needs the public key \
+             (e.g. `openssl pkey -in KEY -pubout`)"
+        ));
+    }
+    match algorithm {
+        Algorithm::RS256 => {
+            if !matches!(label, "PUBLIC KEY" | "RSA PUBLIC KEY") {
+                return Err(format!("a PEM {label}, not an RSA public key (PUBLIC KEY or RSA PUBLIC KEY)"));
+            }
+            let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| "not an RSA public key".to_string())?;
+            let rsa = rsa::RsaPublicKey::from_pkcs1_der(key.as_bytes())
+                .map_err(|e| format!("not a usable RSA public key: {e}"))?;
+            let bits = rsa.n().bits();
+            if bits < MIN_RSA_BITS {
+                return Err(format!("RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"));
+            }
+            Ok(key)
+        }
+        Algorithm::EdDSA => {
+            if label != "PUBLIC KEY" {
+                return Err(format!("a PEM {label}, not an Ed25519 public key (PUBLIC KEY)"));
+            }
+            let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| "not an Ed25519 public key".to_string())?;
+            // jsonwebtoken slices 32 bytes off the key when verifying: a
+            // shorter one must never get that far.
+            if key.as_bytes().len() != 32 {
+                return Err("not an Ed25519 public key (the key is not 32 bytes)".into());
+            }
+            // A point that is not on the curve fails here rather than on
+            // every request.
+            jsonwebtoken::crypto::verify("AA", b"probe", &key, algorithm)
+                .map_err(|_| "not a valid Ed25519 public key".to_string())?;
+            Ok(key)
+        }
+        other => Err(format!("{other:?} keys are not read from files")),
+    }
+}
+
+/// The signing key of `algorithm` (RS256 or EdDSA) from a PEM private key.
+pub fn private_key(algorithm: Algorithm, pem: &str) -> Result<EncodingKey, String> {
+    let label = pem_label(pem).ok_or("not a PEM file (no -----BEGIN ...----- line)")?;
+    if label.contains("ENCRYPTED") {
+        return Err("an encrypted private key; pgbalancer needs it unencrypted (PKCS#8 PRIVATE KEY)".into());
+    }
+    if !label.contains("PRIVATE KEY") {
+        return Err(format!("a PEM {label}, not a private key"));
+    }
+    match algorithm {
+        Algorithm::RS256 => {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| "not an RSA private key".to_string())?;
+            let rsa = rsa::RsaPrivateKey::from_pkcs1_der(key.inner())
+                .map_err(|e| format!("not a usable RSA private key: {e}"))?;
+            let bits = rsa.n().bits();
+            if bits < MIN_RSA_BITS {
+                return Err(format!("RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"));
+            }
+            Ok(key)
+        }
+        Algorithm::EdDSA => {
+            EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| "not an Ed25519 private key".to_string())
+        }
+        other => Err(format!("{other:?} keys are not read from files")),
+    }
+}
+
+/// Whether what `private` signs, `public` verifies.
+fn pair_matches(algorithm: Algorithm, private: &EncodingKey, public: &DecodingKey) -> bool {
+    match jsonwebtoken::crypto::sign(b"pgbalancer key pair check", private, algorithm) {
+        Ok(sig) => jsonwebtoken::crypto::verify(&sig, b"pgbalancer key pair check", public, algorithm).unwrap_or(false),
+        Err(_) => false,
     }
 }
 
@@ -433,6 +663,190 @@ mod tests {
         assert!(!AuthSettings::from_config(&r, "f.yml").unwrap().enabled());
         // Debug never shows the secret.
         assert!(!format!("{:?}", settings(|_| {})).contains("0123456789"));
+    }
+
+    /// PEM (private, public) of a fresh RSA key of `bits`.
+    fn rsa_pem(bits: usize) -> (String, String) {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), bits).unwrap();
+        let private = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        (private, key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap())
+    }
+
+    /// One 2048-bit RSA key for the whole test binary (slow to make).
+    fn rsa_2048() -> &'static (String, String) {
+        static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| rsa_pem(2048))
+    }
+
+    /// PEM (private, public) of a fresh Ed25519 key.
+    fn ed25519_pem() -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        (key.serialize_pem(), key.public_key_pem())
+    }
+
+    /// Settings for `alg` with key files holding `public` and `private`.
+    fn key_settings(
+        alg: JwtAlgorithm,
+        public: &str,
+        private: Option<&str>,
+    ) -> (Result<AuthSettings, ConfigError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let pub_path = dir.path().join("jwt.pub");
+        std::fs::write(&pub_path, public).unwrap();
+        let priv_path = private.map(|p| {
+            let path = dir.path().join("jwt.key");
+            std::fs::write(&path, p).unwrap();
+            path
+        });
+        let r = RestApiConfig {
+            enabled: true,
+            jwt_algorithm: alg,
+            jwt_public_key_file: Some(pub_path),
+            jwt_private_key_file: priv_path,
+            jwt_audience: Some("pgbalancer".into()),
+            ..RestApiConfig::default()
+        };
+        (AuthSettings::from_config(&r, "f.yml"), dir)
+    }
+
+    fn signed(alg: Algorithm, key: &EncodingKey, claims: serde_json::Value) -> String {
+        encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_eddsa_verify_with_the_public_key() {
+        let now = unix_now();
+        let claims = json!({"exp": now + 60, "aud": "pgbalancer", "role": "admin"});
+        let (rsa_private, rsa_public) = rsa_2048();
+        let (ed_private, ed_public) = ed25519_pem();
+        let rsa_key = EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
+        let ed_key = EncodingKey::from_ed_pem(ed_private.as_bytes()).unwrap();
+
+        let (s, _dir) = key_settings(JwtAlgorithm::RS256, rsa_public, None);
+        let s = s.unwrap();
+        assert_eq!(check(&s, &signed(Algorithm::RS256, &rsa_key, claims.clone())), Ok(Role::Admin));
+        // Other algorithms, with any key, are refused: EdDSA, RS512 with the
+        // same RSA key, HS256 with the public key (PEM or DER) as secret
+        // (scenario 52), and alg none.
+        for t in [
+            signed(Algorithm::EdDSA, &ed_key, claims.clone()),
+            signed(Algorithm::RS512, &rsa_key, claims.clone()),
+            signed(Algorithm::PS256, &rsa_key, claims.clone()),
+            signed(Algorithm::HS256, &EncodingKey::from_secret(rsa_public.as_bytes()), claims.clone()),
+            signed(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), claims.clone()),
+        ] {
+            assert_eq!(check(&s, &t).unwrap_err(), "token algorithm is not the configured one");
+        }
+        let der = DecodingKey::from_rsa_pem(rsa_public.as_bytes()).unwrap().as_bytes().to_vec();
+        let t = signed(Algorithm::HS256, &EncodingKey::from_secret(&der), claims.clone());
+        assert!(check(&s, &t).is_err());
+        let payload = b64(claims.to_string().as_bytes());
+        assert!(check(&s, &format!("{}.{payload}.", b64(br#"{"alg":"none"}"#))).is_err());
+        // Another RSA key: a bad signature.
+        let (other_private, _) = rsa_pem(2048);
+        let other = EncodingKey::from_rsa_pem(other_private.as_bytes()).unwrap();
+        assert_eq!(check(&s, &signed(Algorithm::RS256, &other, claims.clone())).unwrap_err(), "invalid signature");
+        // Claims are checked as with HS256.
+        let expired = json!({"exp": now - 1, "aud": "pgbalancer", "role": "admin"});
+        assert_eq!(check(&s, &signed(Algorithm::RS256, &rsa_key, expired)).unwrap_err(), "token expired");
+        let no_aud = json!({"exp": now + 60, "role": "admin"});
+        assert!(check(&s, &signed(Algorithm::RS256, &rsa_key, no_aud)).is_err());
+        assert!(s.signer().unwrap_err().contains("jwt_private_key_file is not set"), "{:?}", s.signer().err());
+
+        let (s, _dir) = key_settings(JwtAlgorithm::EdDSA, &ed_public, None);
+        let s = s.unwrap();
+        assert_eq!(check(&s, &signed(Algorithm::EdDSA, &ed_key, claims.clone())), Ok(Role::Admin));
+        assert!(check(&s, &signed(Algorithm::RS256, &rsa_key, claims.clone())).is_err());
+        let t = signed(Algorithm::HS256, &EncodingKey::from_secret(ed_public.as_bytes()), claims.clone());
+        assert_eq!(check(&s, &t).unwrap_err(), "token algorithm is not the configured one");
+        let (other_private, _) = ed25519_pem();
+        let other = EncodingKey::from_ed_pem(other_private.as_bytes()).unwrap();
+        assert_eq!(check(&s, &signed(Algorithm::EdDSA, &other, claims)).unwrap_err(), "invalid signature");
+    }
+
+    #[test]
+    fn login_signer_makes_tokens_the_settings_accept() {
+        let (rsa_private, rsa_public) = rsa_2048();
+        let (ed_private, ed_public) = ed25519_pem();
+        for (alg, private, public) in [
+            (JwtAlgorithm::RS256, rsa_private.as_str(), rsa_public.as_str()),
+            (JwtAlgorithm::EdDSA, ed_private.as_str(), ed_public.as_str()),
+        ] {
+            let (s, _dir) = key_settings(alg, public, Some(private));
+            let s = s.unwrap();
+            let t = s.signer().unwrap().mint("ops", Role::Read, Duration::from_secs(60)).unwrap();
+            assert_eq!(check(&s, &t), Ok(Role::Read), "{alg}");
+            let header = jsonwebtoken::decode_header(&t).unwrap();
+            assert_eq!(header.alg, jwt_algorithm(alg));
+        }
+        let s = settings(|r| r.jwt_max_ttl = Duration::from_secs(120));
+        let signer = s.signer().unwrap();
+        assert_eq!(signer.max_ttl(), Duration::from_secs(120));
+        // A longer ttl is cut to jwt_max_ttl: the token is accepted.
+        let t = signer.mint("ops", Role::Admin, Duration::from_secs(900)).unwrap();
+        assert_eq!(check(&s, &t), Ok(Role::Admin));
+        assert!(AuthSettings::disabled().signer().unwrap_err().contains("jwt_enabled is false"));
+    }
+
+    #[test]
+    fn bad_key_files_are_refused_when_read() {
+        let (rsa_private, rsa_public) = rsa_2048();
+        let (ed_private, ed_public) = ed25519_pem();
+        let err = |alg, public: &str, private: Option<&str>| {
+            let (s, _dir) = key_settings(alg, public, private);
+            let e = s.unwrap_err();
+            let p = e.problems()[0].clone();
+            // Never the key itself in a message.
+            for pem in [Some(public), private].into_iter().flatten() {
+                if let Some(line) = pem.lines().nth(1).filter(|l| l.len() > 8) {
+                    assert!(!p.message.contains(line), "{p:?}");
+                }
+            }
+            (p.key, p.message)
+        };
+        use JwtAlgorithm::{EdDSA, RS256};
+        let (key, msg) = err(RS256, rsa_private, None);
+        assert_eq!(key, "rest_api.jwt_public_key_file");
+        assert!(msg.contains("holds a private key"), "{msg}");
+        let (_, msg) = err(RS256, &ed_public, None);
+        assert!(msg.contains("not an RSA public key"), "{msg}");
+        let (_, msg) = err(EdDSA, rsa_public, None);
+        assert!(msg.contains("not an Ed25519 public key"), "{msg}");
+        let (_, msg) = err(RS256, "hello", None);
+        assert!(msg.contains("not a PEM file"), "{msg}");
+        let (_, msg) = err(RS256, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", None);
+        assert!(msg.contains("not an RSA public key"), "{msg}");
+        let (_, small) = rsa_pem(1024);
+        let (_, msg) = err(RS256, &small, None);
+        assert!(msg.contains("RSA key of 1024 bits; at least 2048"), "{msg}");
+        // The private key must be the public key's other half, and of the algorithm.
+        let (other_private, _) = rsa_pem(2048);
+        let (key, msg) = err(RS256, rsa_public, Some(&other_private));
+        assert_eq!(key, "rest_api.jwt_private_key_file");
+        assert!(msg.contains("not the private key of rest_api.jwt_public_key_file"), "{msg}");
+        let (_, msg) = err(RS256, rsa_public, Some(&ed_private));
+        assert!(msg.contains("not an RSA private key"), "{msg}");
+        let (_, msg) = err(EdDSA, &ed_public, Some(rsa_private));
+        assert!(msg.contains("not an Ed25519 private key"), "{msg}");
+        let (_, msg) = err(EdDSA, &ed_public, Some(&ed_public));
+        assert!(msg.contains("not a private key"), "{msg}");
+        let (key, msg) = err(EdDSA, &ed_public, Some("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+        assert_eq!(key, "rest_api.jwt_private_key_file");
+        assert!(msg.contains("encrypted"), "{msg}");
+        // Missing files.
+        let r = RestApiConfig {
+            enabled: true,
+            jwt_algorithm: RS256,
+            jwt_public_key_file: Some("/nonexistent/jwt.pub".into()),
+            ..RestApiConfig::default()
+        };
+        let e = AuthSettings::from_config(&r, "f.yml").unwrap_err().to_string();
+        assert!(e.starts_with("f.yml: rest_api.jwt_public_key_file: /nonexistent/jwt.pub: cannot read: "), "{e}");
+        // Debug never shows key material.
+        let (s, _dir) = key_settings(EdDSA, &ed_public, Some(&ed_private));
+        let shown = format!("{:?}", s.unwrap());
+        assert!(!shown.contains("MC") && shown.contains("can_sign: true"), "{shown}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgbalancer_config::ConfigError;
+use pgbalancer_proxy::control::ReloadError;
 use serde::Serialize;
 
 /// A problem of a rejected reload, as JSON: `{"key": "pool_size", "message": "must be at least 1"}`.
@@ -13,36 +14,6 @@ pub struct ProblemJson {
     /// The key path (`backends[0].port`); empty for the whole file.
     pub key: String,
     pub message: String,
-}
-
-/// Why a reload was rejected (the old configuration stays).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{error}")]
-pub struct ReloadError {
-    /// One line per problem, `FILE: key: message`, or the I/O error.
-    pub error: String,
-    /// Each problem with its key (empty when the file could not be read).
-    pub problems: Vec<ProblemJson>,
-}
-
-impl ReloadError {
-    /// A reload error that is not about a key of the file.
-    pub fn other(msg: impl Into<String>) -> ReloadError {
-        ReloadError { error: msg.into(), problems: Vec::new() }
-    }
-}
-
-impl From<&ConfigError> for ReloadError {
-    fn from(e: &ConfigError) -> ReloadError {
-        ReloadError {
-            error: e.to_string(),
-            problems: e
-                .problems()
-                .iter()
-                .map(|p| ProblemJson { key: p.key.clone(), message: p.message.clone() })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +36,16 @@ pub enum AdminError {
     /// 400: the new configuration was rejected.
     #[error(transparent)]
     Reload(ReloadError),
+    /// 400: a malformed request (query parameter, body).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 413: a request body over the endpoint's limit.
+    #[error("request body too large: at most {0} bytes")]
+    TooLarge(usize),
+    /// 403 without `WWW-Authenticate`: the endpoint is turned off by the
+    /// configuration (login without admin_users/stats_users).
+    #[error("{0}")]
+    Disabled(String),
     /// 503: the daemon cannot do it now (shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -82,6 +63,9 @@ pub enum AdminError {
     Backend(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 500: something that should not fail did (signing a token).
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn node_range(count: usize) -> String {
@@ -93,20 +77,24 @@ fn node_range(count: usize) -> String {
 }
 
 #[derive(Serialize)]
-struct ErrorBody<'a> {
+struct ErrorBody {
     error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    problems: Option<&'a [ProblemJson]>,
+    problems: Option<Vec<ProblemJson>>,
 }
 
 impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AdminError::Bind { .. } | AdminError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Bind { .. } | AdminError::Config(_) | AdminError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AdminError::Reload(_) => StatusCode::BAD_REQUEST,
+            AdminError::Reload(_) | AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::Disabled(_) => StatusCode::FORBIDDEN,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::NotFound | AdminError::NoSuchNode { .. } => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
@@ -120,7 +108,9 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = self.status();
         let problems = match &self {
-            AdminError::Reload(r) => Some(r.problems.as_slice()),
+            AdminError::Reload(r) => Some(
+                r.problems.iter().map(|p| ProblemJson { key: p.key.clone(), message: p.message.clone() }).collect(),
+            ),
             _ => None,
         };
         let mut resp = (status, Json(ErrorBody { error: self.to_string(), problems })).into_response();
@@ -141,5 +131,45 @@ impl IntoResponse for AdminError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgbalancer_config::Problem;
+    use serde_json::{json, Value};
+
+    async fn body(e: AdminError) -> (StatusCode, Value) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_rejected_reload_lists_each_problem_with_its_key() {
+        let e = ReloadError {
+            error: "f.yml: pool_size: must be at least 1\nf.yml: must be a mapping".into(),
+            problems: vec![Problem::new("pool_size", "must be at least 1"), Problem::new("", "must be a mapping")],
+        };
+        let (status, v) = body(AdminError::Reload(e)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            v,
+            json!({
+                "error": "f.yml: pool_size: must be at least 1\nf.yml: must be a mapping",
+                "problems": [
+                    {"key": "pool_size", "message": "must be at least 1"},
+                    {"key": "", "message": "must be a mapping"},
+                ]
+            })
+        );
+        let (_, v) = body(AdminError::Reload(ReloadError::other("no config file"))).await;
+        assert_eq!(v, json!({"error": "no config file", "problems": []}));
+        // Other errors have no `problems`.
+        let (status, v) = body(AdminError::TooLarge(4096)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(v, json!({"error": "request body too large: at most 4096 bytes"}));
     }
 }

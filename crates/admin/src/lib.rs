@@ -3,16 +3,19 @@
 //! [`AdminServer`] serves `/api/v1/...` and `/metrics` with axum (on hyper)
 //! next to the proxy; it reads the proxy's state through
 //! [`pgbalancer_proxy::snapshot`] and asks the daemon to reload or stop by
-//! sending a [`Command`]: the daemon owns the proxy, its signal handling and
-//! its one reload function. [`AdminState`] is shared by both: the JWT
-//! settings (swapped whole by a reload, so a rotated secret applies at once)
-//! and the reload counters. There are no globals.
+//! sending a [`Command`] (the proxy's type, shared with the SQL admin
+//! console): the daemon owns the proxy, its signal handling and its one
+//! reload function. PAUSE/RESUME go to the proxy directly. [`AdminState`] is
+//! shared by both: the JWT settings (swapped whole by a reload, so a rotated
+//! secret or key applies at once) and the reload counters. There are no
+//! globals.
 //!
 //! See `docs/rest-api.md` for endpoints, schemas and status codes.
 
 pub mod auth;
 pub mod error;
 mod listener;
+pub mod login;
 pub mod metrics;
 mod openapi;
 mod server;
@@ -22,22 +25,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tokio::sync::oneshot;
 
 pub use auth::{AuthFailure, AuthSettings, FailureLimiter, Role};
-pub use error::{AdminError, ProblemJson, ReloadError};
+pub use error::{AdminError, ProblemJson};
 pub use openapi::openapi_document;
+/// What the admin API (and the SQL admin console) ask the daemon to do, and
+/// why a reload was rejected: one type, defined by the proxy.
+pub use pgbalancer_proxy::control::{Command, ReloadError};
 pub use server::{AdminServer, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW};
-
-/// What the admin API asks the daemon to do.
-#[derive(Debug)]
-pub enum Command {
-    /// Re-read the config file the daemon was started with (as SIGHUP does)
-    /// and answer with the outcome.
-    Reload(oneshot::Sender<Result<(), ReloadError>>),
-    /// Graceful shutdown of the whole daemon (as the first SIGTERM does).
-    Stop,
-}
 
 /// State the daemon and the admin server share.
 pub struct AdminState {
@@ -67,6 +62,11 @@ impl AdminState {
 
     pub(crate) fn auth(&self) -> arc_swap::Guard<Arc<AuthSettings>> {
         self.auth.load()
+    }
+
+    /// The settings in force, to keep across an `.await`.
+    pub(crate) fn auth_full(&self) -> Arc<AuthSettings> {
+        self.auth.load_full()
     }
 
     /// Counts one reload, applied (`ok`) or rejected.

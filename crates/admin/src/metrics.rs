@@ -140,10 +140,11 @@ fn nodes(r: &mut Registry, nodes: &[NodeSnapshot]) {
     node_counter(r, "node_check_failures", "Health checks of the node that failed", nodes, |n| n.check_failures);
 }
 
-/// Renders every metric.
-pub fn render(s: &Snapshot, a: &AdminCounters) -> String {
+/// Renders every metric; `paused`: whether the proxy is PAUSEd.
+pub fn render(s: &Snapshot, a: &AdminCounters, paused: bool) -> String {
     let t = &s.totals;
     let mut r = Registry::with_prefix("pgbalancer");
+    gauge(&mut r, "paused", "1 while PAUSEd: new transactions wait for RESUME", usize::from(paused));
     gauge(&mut r, "clients", "Clients connected now (logging in included)", t.clients);
     gauge(
         &mut r,
@@ -257,8 +258,11 @@ mod tests {
             },
         };
         let a = AdminCounters { uptime_seconds: 9, reloads: 2, reload_failures: 1, api_auth_failures: 4 };
-        let text = render(&s, &a);
+        let text = render(&s, &a, true);
+        assert!(render(&s, &a, false).lines().any(|l| l == "pgbalancer_paused 0"));
         for line in [
+            "# TYPE pgbalancer_paused gauge",
+            "pgbalancer_paused 1",
             "# TYPE pgbalancer_clients gauge",
             "pgbalancer_clients 3",
             "pgbalancer_pinned_clients 1",

@@ -138,7 +138,7 @@ pub fn openapi_document() -> Value {
         "info": {
             "title": "pgbalancer admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "See docs/rest-api.md. Tokens: HS256 JWTs with `exp` and a `role` claim (`read`: GET; `admin`: everything)."
+            "description": "See docs/rest-api.md. Tokens: JWTs signed with the configured algorithm (HS256, RS256 or EdDSA), with `exp` and a `role` claim (`read`: GET; `admin`: everything); made by any JWT library, `bctl token`, or `POST /api/v1/auth/login`."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -171,6 +171,33 @@ pub fn openapi_document() -> Value {
                     ("400", error_response("The new config is invalid; `problems` lists each key and message")),
                     ("503", error_response("The daemon is shutting down")),
                 ])), true)},
+            "/api/v1/control/pause": {"post": {
+                "summary": "PAUSE (as PgBouncer): new transactions wait until resume; waits until no client holds a server",
+                "parameters": [{"name": "wait", "in": "query", "required": false,
+                                "description": "Seconds to wait for clients to give their servers back (default 30)",
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 300, "default": 30}}],
+                "responses": guarded(map(&[
+                    ("200", ok_json("Paused: no client holds a server", "Pause")),
+                    ("202", ok_json("Paused, but clients still held servers when the wait ended (`active`)", "Pause")),
+                    ("400", error_response("A bad `wait`, or another query parameter")),
+                    ("503", error_response("The daemon is shutting down")),
+                ])),
+            }},
+            "/api/v1/control/resume": {"post": op("RESUME: transactions that waited go on",
+                guarded(map(&[("200", ok_json("Resumed, or was not paused", "Outcome"))])), true)},
+            "/api/v1/auth/login": {"post": {
+                "summary": "Exchange the password of a user in admin_users (role admin) or stats_users (role read) for a token valid 15 minutes (or jwt_max_ttl if shorter)",
+                "security": [],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                "responses": {
+                    "200": ok_json("A token", "Login"),
+                    "400": error_response("The body is not {\"user\": ..., \"password\": ...}"),
+                    "401": error_response("Unknown user, wrong password, or a user in neither list: always the same answer"),
+                    "403": error_response("Login is disabled: no admin_users/stats_users, jwt_enabled false, or RS256/EdDSA without jwt_private_key_file"),
+                    "413": error_response("Body over 4096 bytes"),
+                    "429": error_response("Too many failed authentications from this address (`Retry-After`)"),
+                },
+            }},
             "/api/v1/control/stop": {"post": op("Graceful shutdown of the whole daemon (as SIGTERM)",
                 guarded(map(&[
                     ("202", ok_json("Shutdown started", "Outcome")),
@@ -198,7 +225,27 @@ pub fn openapi_document() -> Value {
                     "type": "object", "required": ["status"],
                     "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "reason": {"type": "string"}}
                 },
-                "Outcome": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["reloaded", "stopping"]}}},
+                "Outcome": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["reloaded", "stopping", "resumed", "not paused"]}}},
+                "Pause": {
+                    "type": "object", "required": ["status"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["paused", "pausing"]},
+                        "active": int("pausing: clients still holding a server"),
+                    }
+                },
+                "LoginRequest": {
+                    "type": "object", "required": ["user", "password"], "additionalProperties": false,
+                    "properties": {"user": {"type": "string"}, "password": {"type": "string", "format": "password"}}
+                },
+                "Login": {
+                    "type": "object", "required": ["token", "token_type", "expires_in", "role"],
+                    "properties": {
+                        "token": {"type": "string", "description": "The JWT, for `Authorization: Bearer`"},
+                        "token_type": {"type": "string", "enum": ["Bearer"]},
+                        "expires_in": int("Seconds the token is valid"),
+                        "role": {"type": "string", "enum": ["admin", "read"]},
+                    }
+                },
                 "Servers": servers,
                 "Node": node_schema(),
                 "Nodes": {
@@ -212,12 +259,13 @@ pub fn openapi_document() -> Value {
                 },
                 "Status": {
                     "type": "object",
-                    "required": ["version", "uptime_seconds", "phase", "pool_mode", "clients", "pinned_clients", "waiting_clients", "servers", "pools",
+                    "required": ["version", "uptime_seconds", "phase", "paused", "pool_mode", "clients", "pinned_clients", "waiting_clients", "servers", "pools",
                                  "nodes_total", "nodes_up", "nodes_detached", "write_target"],
                     "properties": {
                         "version": {"type": "string"},
                         "uptime_seconds": int("Seconds since the daemon started"),
                         "phase": {"type": "string", "enum": ["running", "draining", "stopping"]},
+                        "paused": {"type": "boolean", "description": "PAUSEd: new transactions wait for resume"},
                         "pool_mode": {"type": "string", "enum": ["session", "transaction", "statement"]},
                         "clients": int("Clients connected now"),
                         "pinned_clients": int("Transaction-mode clients pinned to their server"),
@@ -315,7 +363,10 @@ mod tests {
             "post /api/v1/nodes/{id}/detach",
             "post /api/v1/nodes/{id}/promote",
             "post /api/v1/control/reload",
+            "post /api/v1/control/pause",
+            "post /api/v1/control/resume",
             "post /api/v1/control/stop",
+            "post /api/v1/auth/login",
             "get /api/v1/openapi.json",
             "get /metrics",
         ];

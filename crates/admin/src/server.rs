@@ -5,26 +5,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
-
-use crate::listener::{LimitedListener, Peer};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pgbalancer_config::Config;
+use pgbalancer_proxy::control::Paused;
 use pgbalancer_proxy::server::{ServerConn, ServerLogin, ServerSecret};
 use pgbalancer_proxy::snapshot::{nodes_snapshot, NodeSnapshot, PoolSnapshot, RoutingSnapshot, Snapshot};
 use pgbalancer_proxy::topology::{Ban, Health, Primary, Role as NodeRole};
 use pgbalancer_proxy::{Phase, Shared};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{AuthFailure, FailureLimiter, Role};
 use crate::error::AdminError;
+use crate::listener::{track_busy, LimitedListener, Peer};
+use crate::login::{self, LoginRequest};
 use crate::{metrics, AdminState, Command};
 
 /// Failed authentications from one address before it gets 429.
@@ -44,6 +46,13 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// `wait_seconds`): under the admin connection's idle timeout, so the
 /// answer reaches the caller.
 const PG_PROMOTE_WAIT_SECS: u64 = 8;
+/// After `pg_promote()`, how long promote waits at most for a health check
+/// to see the node out of recovery (routing needs that to send writes there).
+const PROMOTE_ROUTE_WAIT: Duration = Duration::from_secs(10);
+/// How long `POST /api/v1/control/pause` waits for servers to come back,
+/// unless `?wait=` says otherwise; and the most it may say.
+pub const PAUSE_WAIT_DEFAULT: Duration = Duration::from_secs(30);
+pub const PAUSE_WAIT_MAX: Duration = Duration::from_secs(300);
 
 struct Ctx {
     proxy: Arc<Shared>,
@@ -55,6 +64,8 @@ struct Ctx {
     /// A health probe is running: others reuse the last verdict meanwhile
     /// instead of probing the backends too.
     probing: AtomicBool,
+    /// Places for login's key derivations.
+    login_slots: Arc<Semaphore>,
 }
 
 /// The running admin server.
@@ -84,6 +95,7 @@ impl AdminServer {
             limiter: FailureLimiter::new(AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW, AUTH_FAILURE_SOURCES),
             health: Mutex::new(None),
             probing: AtomicBool::new(false),
+            login_slots: Arc::new(Semaphore::new(login::MAX_CONCURRENT)),
         });
         let app = router(ctx);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -133,16 +145,25 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/nodes/{id}/detach", post(detach))
         .route("/api/v1/nodes/{id}/promote", post(promote))
         .route("/api/v1/control/reload", post(reload))
+        .route("/api/v1/control/pause", post(pause))
+        .route("/api/v1/control/resume", post(resume))
         .route("/api/v1/control/stop", post(stop))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/auth/login", post(login))
         .route("/metrics", get(metrics_text))
         .merge(guarded)
         .fallback(|| async { AdminError::NotFound })
         .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
+        .layer(middleware::from_fn(track_busy))
         .with_state(ctx)
+}
+
+fn rate_limited(wait: Duration) -> AdminError {
+    let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    AdminError::RateLimited { retry_after_secs }
 }
 
 /// The bearer-token check in front of every guarded route: 429 for a
@@ -151,10 +172,11 @@ fn router(ctx: Arc<Ctx>) -> Router {
 /// else: `admin`).
 async fn require_token(
     State(ctx): State<Arc<Ctx>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     req: Request,
     next: Next,
 ) -> Response {
+    let peer = peer.addr;
     let auth = ctx.state.auth();
     if !auth.enabled() {
         return next.run(req).await;
@@ -181,8 +203,7 @@ async fn require_token(
             // source over its budget, so nobody sharing an address (every
             // local user on loopback) can lock the operator out.
             if let Some(wait) = ctx.limiter.blocked(ip, Instant::now()) {
-                let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                return AdminError::RateLimited { retry_after_secs }.into_response();
+                return rate_limited(wait).into_response();
             }
             ctx.limiter.record_failure(ip, Instant::now());
             ctx.state.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -275,6 +296,7 @@ async fn status(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": a.uptime_seconds,
         "phase": phase_name(s.phase),
+        "paused": ctx.proxy.pause.is_paused(),
         "pool_mode": s.pool_mode.to_string(),
         "clients": s.totals.clients,
         "pinned_clients": s.totals.pinned_clients,
@@ -528,10 +550,14 @@ async fn promote(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Result<
         .map_err(|e| AdminError::Backend(format!("promote of node {id} failed: {e}")))??;
     let node = ctx.proxy.topology.node(id).expect("id checked");
     let shown = host_port(&node.host, node.port);
-    let message = match (previous, ran_pg_promote) {
-        (Some(p), _) if p == id => format!("node {id} ({shown}) is the write target (it already was)"),
-        (_, true) => format!("node {id} ({shown}) promoted with pg_promote(); writes go to it now"),
-        (_, false) => format!("node {id} ({shown}) is the write target now"),
+    let routed = ctx.proxy.topology.table().primary == Primary::Node(id);
+    let message = match (previous, ran_pg_promote, routed) {
+        (Some(p), _, _) if p == id => format!("node {id} ({shown}) is the write target (it already was)"),
+        (_, true, true) => format!("node {id} ({shown}) promoted with pg_promote(); writes go to it now"),
+        (_, true, false) => format!(
+            "node {id} ({shown}) promoted with pg_promote(); writes go to it once a health check sees it out of recovery"
+        ),
+        (_, false, _) => format!("node {id} ({shown}) is the write target now"),
     };
     Ok(control_answer(
         &ctx,
@@ -605,7 +631,30 @@ async fn promote_node(proxy: &Shared, id: usize) -> Result<(Option<usize>, bool)
     topology.force_primary(Some(id));
     tracing::warn!(node = id, host = %node.host, port = node.port, previous = ?previous,
         "node made the write target through the admin API");
+    if ran_pg_promote && topology.checked() {
+        // Routing takes a forced primary only once a health check has seen
+        // it out of recovery: wait for that check (bounded), so the answer
+        // tells where writes go.
+        let limit = config.health_check_period + config.health_check_timeout + Duration::from_secs(1);
+        wait_write_target(topology, id, limit.min(PROMOTE_ROUTE_WAIT)).await;
+    }
     Ok((previous, ran_pg_promote))
+}
+
+/// Waits until node `id` is the route table's write target, or `limit`
+/// passes; returns whether it is.
+async fn wait_write_target(topology: &pgbalancer_proxy::topology::Topology, id: usize, limit: Duration) -> bool {
+    let mut changes = topology.subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if topology.table().primary == Primary::Node(id) {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return topology.table().primary == Primary::Node(id),
+        }
+    }
 }
 
 /// A connection of the admin API's own to a node, logged in as the health
@@ -668,13 +717,136 @@ async fn reload(State(ctx): State<Arc<Ctx>>) -> Result<Json<Value>, AdminError> 
     }
 }
 
+/// `?wait=SECONDS` of a pause: a whole number from 0 to 300. Nothing of
+/// the query is echoed (a token put there by mistake stays out of answers).
+fn pause_wait(query: Option<&str>) -> Result<Duration, AdminError> {
+    let max = PAUSE_WAIT_MAX.as_secs();
+    let mut wait = PAUSE_WAIT_DEFAULT;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("wait", v)) => {
+                let secs = v.parse::<u64>().ok().filter(|s| *s <= max && v.bytes().all(|b| b.is_ascii_digit()));
+                let secs = secs.ok_or_else(|| {
+                    AdminError::BadRequest(format!("wait must be a whole number of seconds from 0 to {max}"))
+                })?;
+                wait = Duration::from_secs(secs);
+            }
+            _ => {
+                return Err(AdminError::BadRequest(format!(
+                    "unknown query parameter: only wait=SECONDS (0 to {max}) is accepted"
+                )))
+            }
+        }
+    }
+    Ok(wait)
+}
+
+/// PgBouncer's PAUSE: from now on no client gets a server for a new
+/// transaction until resume; then waits (up to `?wait=`, default 30 s)
+/// until no client holds a server. 200 `paused` when none does, 202
+/// `pausing` with the number still held when the wait ends (the pause
+/// stays in force either way, also if the caller goes away).
+async fn pause(State(ctx): State<Arc<Ctx>>, uri: Uri) -> Result<(StatusCode, Json<Value>), AdminError> {
+    let wait = pause_wait(uri.query())?;
+    if ctx.proxy.phase() != Phase::Running {
+        return Err(AdminError::Unavailable("the daemon is shutting down".into()));
+    }
+    tracing::info!(wait_seconds = wait.as_secs(), "PAUSE through the admin API");
+    match ctx.proxy.pause.pause(&ctx.proxy.pools, wait).await {
+        Paused::Done => Ok((StatusCode::OK, Json(json!({"status": "paused"})))),
+        Paused::StillActive(active) => Ok((StatusCode::ACCEPTED, Json(json!({"status": "pausing", "active": active})))),
+    }
+}
+
+/// RESUME: clients waiting for a server get one again.
+async fn resume(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let was = ctx.proxy.pause.resume();
+    if was {
+        tracing::info!("RESUME through the admin API");
+    }
+    Json(json!({"status": if was { "resumed" } else { "not paused" }}))
+}
+
+/// Reads a request body of at most `max` bytes (413 beyond).
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, AdminError> {
+    use http_body_util::BodyExt;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(AdminError::TooLarge(max));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(AdminError::TooLarge(max)),
+        Err(_) => Err(AdminError::BadRequest("the request body could not be read".into())),
+    }
+}
+
+/// `POST /api/v1/auth/login`: `{"user", "password"}` of a user in
+/// `admin_users` or `stats_users` for a token of role `admin` or `read`,
+/// valid 15 minutes (or `jwt_max_ttl` if shorter). Every failure is the
+/// same 401 and counts in the per-source limiter; a source over its budget
+/// gets 429 before its password is even looked at.
+async fn login(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AdminError> {
+    let ip = peer.addr.ip();
+    if let Some(wait) = ctx.limiter.blocked(ip, Instant::now()) {
+        return Err(rate_limited(wait));
+    }
+    let auth = ctx.state.auth_full();
+    let signer = auth.signer().map_err(|why| AdminError::Disabled(why.to_string()))?;
+    let config = ctx.proxy.config.load_full();
+    login::enabled(&config).map_err(AdminError::Disabled)?;
+    let body = read_body(&headers, body, login::MAX_BODY).await?;
+    let req = LoginRequest::parse(&body).ok_or_else(|| {
+        AdminError::BadRequest(r#"the body must be a JSON object {"user": "...", "password": "..."}"#.into())
+    })?;
+    let user = req.user.clone();
+    // The place goes with the derivation: it is held until that ends, even
+    // if the caller goes away meanwhile.
+    let slot =
+        ctx.login_slots.clone().acquire_owned().await.map_err(|_| AdminError::Unavailable("shutting down".into()))?;
+    let role = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        login::authenticate(&config, &req.user, &req.password)
+    })
+    .await
+    .ok()
+    .flatten();
+    // For the log: a bounded, escaped name (never the password).
+    let shown: String = user.chars().take(64).collect();
+    let Some(role) = role else {
+        ctx.limiter.record_failure(ip, Instant::now());
+        ctx.state.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %ip, user = ?shown, "admin API: login failed");
+        return Err(AdminError::Unauthorized(login::FAILED.into()));
+    };
+    let ttl = login::LOGIN_TTL.min(signer.max_ttl());
+    let token = signer.mint(&user, role, ttl).map_err(AdminError::Internal)?;
+    tracing::info!(peer = %ip, user = ?shown, role = role.as_str(), "admin API: login");
+    let mut resp = Json(json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_in": ttl.as_secs(),
+        "role": role.as_str(),
+    }))
+    .into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
 async fn stop(State(ctx): State<Arc<Ctx>>) -> Result<(StatusCode, Json<Value>), AdminError> {
     ctx.control.send(Command::Stop).await.map_err(|_| AdminError::Unavailable("the daemon is shutting down".into()))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "stopping"}))))
 }
 
 async fn metrics_text(State(ctx): State<Arc<Ctx>>) -> Response {
-    let body = metrics::render(&ctx.proxy.snapshot(), &ctx.state.counters());
+    let body = metrics::render(&ctx.proxy.snapshot(), &ctx.state.counters(), ctx.proxy.pause.is_paused());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 

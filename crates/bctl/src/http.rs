@@ -6,7 +6,6 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
 
 pub struct Response {
@@ -29,8 +28,16 @@ pub enum Error {
     Exchange(String),
 }
 
-/// `host` may be a name, an IPv4 address or an IPv6 address (with or without brackets).
-pub fn request(host: &str, port: u16, method: &str, path: &str, token: Option<&str>) -> Result<Response, Error> {
+/// `host` may be a name, an IPv4 address or an IPv6 address (with or without
+/// brackets). `timeout`: for each read and write once connected.
+pub fn request(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response, Error> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<_> = (bare, port).to_socket_addrs().map_err(Error::Connect)?.collect();
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
@@ -46,8 +53,8 @@ pub fn request(host: &str, port: u16, method: &str, path: &str, token: Option<&s
     }
     let mut stream = stream.ok_or(Error::Connect(last))?;
     let io = |e: std::io::Error| Error::Exchange(e.to_string());
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let host_header = if bare.contains(':') { format!("[{bare}]:{port}") } else { format!("{bare}:{port}") };
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: bctl/{}\r\nAccept: application/json\r\n\

@@ -3,7 +3,7 @@
 //! Offline commands: `check-config`, `password-hash`, `token`, `completions`.
 //! Commands that talk to a running daemon over its REST admin API (see
 //! docs/rest-api.md): `status`, `nodes [ID]`, `nodes attach|detach|promote ID`,
-//! `pools`, `stats`, `health`, `reload`, `stop`.
+//! `pools`, `stats`, `health`, `reload`, `pause`, `resume`, `stop`.
 //! Depends on `pgbalancer-config` only, never on the proxy or admin crates.
 
 mod http;
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use pgbalancer_config::Config;
+use pgbalancer_config::{Config, JwtAlgorithm};
 use serde_json::Value;
 
 use token::Signer;
@@ -31,6 +31,10 @@ struct Cli {
     /// A file holding the JWT secret (instead of the one in --config).
     #[arg(long, global = true, value_name = "FILE")]
     jwt_secret_file: Option<PathBuf>,
+    /// A PEM private key (RSA or Ed25519) to sign RS256/EdDSA tokens with,
+    /// instead of rest_api.jwt_private_key_file of --config.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "jwt_secret_file")]
+    private_key: Option<PathBuf>,
     /// Admin API host (default: rest_api.bind_address of --config, else 127.0.0.1).
     #[arg(long, global = true)]
     host: Option<String>,
@@ -65,8 +69,10 @@ enum Command {
     /// is read from standard input (never from the command line, where
     /// `ps` would show it).
     PasswordHash,
-    /// Print an HS256 JWT for the admin API, signed with the secret of
-    /// --config (rest_api.jwt_secret / jwt_secret_file) or --jwt-secret-file.
+    /// Print a JWT for the admin API: HS256 signed with the secret of
+    /// --config (rest_api.jwt_secret / jwt_secret_file) or --jwt-secret-file;
+    /// RS256/EdDSA signed with --private-key (or the config's
+    /// rest_api.jwt_private_key_file).
     Token(TokenArgs),
     /// Daemon summary: version, uptime, pool mode, clients, servers, nodes.
     Status,
@@ -81,6 +87,16 @@ enum Command {
     Health,
     /// Make the daemon re-read its config file (as SIGHUP).
     Reload,
+    /// PAUSE (as in PgBouncer): new transactions wait until `resume`; waits
+    /// until no client holds a server. Exit 0 when paused, 2 when clients
+    /// still held servers after --wait (paused all the same).
+    Pause {
+        /// Seconds to wait for transactions under way to finish (0 to 300).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
+        wait: u64,
+    },
+    /// RESUME: transactions that waited go on.
+    Resume,
     /// Gracefully stop the daemon (as SIGTERM).
     Stop,
     /// Print a shell completion script.
@@ -160,6 +176,10 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 /// Default lifetime of `bctl token`, and of the tokens bctl makes for itself.
 const DEFAULT_TTL: Duration = Duration::from_secs(600);
 const SELF_TTL: Duration = Duration::from_secs(60);
+/// How long bctl waits for an answer (beyond a pause's own wait).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Exit status of `pause` when clients still held servers.
+const EXIT_STILL_PAUSING: u8 = 2;
 
 /// An error already worded for the user: printed as one line, exit 1.
 type Fail = String;
@@ -231,7 +251,9 @@ fn load_config(cli: &Cli) -> Result<Option<Config>, Fail> {
 }
 
 /// The signer from --jwt-secret-file (with the config's aud/iss/max_ttl when
-/// --config is given too), else from the config; `None` if neither has a secret.
+/// --config is given too), else from the config (with --private-key for
+/// RS256/EdDSA), else from --private-key alone; `None` if there is nothing
+/// to sign with.
 fn signer(cli: &Cli, config: Option<&Config>) -> Result<Option<Signer>, Fail> {
     if let Some(file) = &cli.jwt_secret_file {
         let mut s = Signer::from_secret_file(file)?;
@@ -242,8 +264,9 @@ fn signer(cli: &Cli, config: Option<&Config>) -> Result<Option<Signer>, Fail> {
         }
         return Ok(Some(s));
     }
-    match (config, &cli.config) {
-        (Some(c), Some(path)) => Signer::from_rest_api(&c.rest_api, path),
+    match (config, &cli.config, &cli.private_key) {
+        (Some(c), Some(path), key) => Signer::from_rest_api(&c.rest_api, path, key.as_deref()),
+        (_, _, Some(key)) => Signer::from_private_key_file(key).map(Some),
         _ => Ok(None),
     }
 }
@@ -251,9 +274,13 @@ fn signer(cli: &Cli, config: Option<&Config>) -> Result<Option<Signer>, Fail> {
 fn token_cmd(cli: &Cli, args: &TokenArgs) -> Result<ExitCode, Fail> {
     let config = load_config(cli)?;
     let Some(signer) = signer(cli, config.as_ref())? else {
-        return Err(match &cli.config {
-            Some(f) => format!("{}: rest_api has no jwt_secret or jwt_secret_file", f.display()),
-            None => "bctl token needs --config FILE or --jwt-secret-file FILE".into(),
+        return Err(match (&cli.config, config.as_ref().map(|c| c.rest_api.jwt_algorithm)) {
+            (Some(f), Some(alg @ (JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA))) => format!(
+                "{}: rest_api.jwt_algorithm is {alg}: give --private-key FILE (or set rest_api.jwt_private_key_file)",
+                f.display()
+            ),
+            (Some(f), _) => format!("{}: rest_api has no jwt_secret or jwt_secret_file", f.display()),
+            (None, _) => "bctl token needs --config FILE, --jwt-secret-file FILE or --private-key FILE".into(),
         });
     };
     let ttl = args.ttl.unwrap_or(DEFAULT_TTL.min(signer.max_ttl));
@@ -322,8 +349,14 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         Command::Stats => ("GET", "/api/v1/stats".to_string(), Some(Role::Read)),
         Command::Health => ("GET", "/api/v1/health".to_string(), None),
         Command::Reload => ("POST", "/api/v1/control/reload".to_string(), Some(Role::Admin)),
+        Command::Pause { wait } => ("POST", format!("/api/v1/control/pause?wait={wait}"), Some(Role::Admin)),
+        Command::Resume => ("POST", "/api/v1/control/resume".to_string(), Some(Role::Admin)),
         Command::Stop => ("POST", "/api/v1/control/stop".to_string(), Some(Role::Admin)),
         _ => unreachable!("not an API command"),
+    };
+    let timeout = match cmd {
+        Command::Pause { wait } => ANSWER_TIMEOUT + Duration::from_secs(*wait),
+        _ => ANSWER_TIMEOUT,
     };
     let config = load_config(cli)?;
     let (host, port) = endpoint(cli, config.as_ref())?;
@@ -332,7 +365,7 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         None => None,
     };
     let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let resp = http::request(&host, port, method, &path, token.as_deref()).map_err(|e| match e {
+    let resp = http::request(&host, port, method, &path, token.as_deref(), timeout).map_err(|e| match e {
         http::Error::Connect(e) => format!("cannot reach the admin API at {shown}: {e}"),
         http::Error::Exchange(e) => format!("bad answer from the admin API at {shown}: {e}"),
     })?;
@@ -349,9 +382,14 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
     if !(200..300).contains(&resp.status) {
         return Err(api_error(&resp, json.as_ref(), token.is_some()));
     }
+    // A pause that ended with clients still holding servers: paused all the same.
+    let code = match cmd {
+        Command::Pause { .. } if resp.status == 202 => ExitCode::from(EXIT_STILL_PAUSING),
+        _ => ExitCode::SUCCESS,
+    };
     if cli.json {
         println!("{}", resp.body.trim_end());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let v = json.ok_or_else(|| format!("the admin API answered {} with a body that is not JSON", resp.status))?;
     if let Some(w) = v.get("warning").and_then(Value::as_str) {
@@ -366,10 +404,11 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         }
         Command::Pools => render::pools(&v),
         Command::Stats => render::stats(&v),
+        Command::Pause { wait } => render::pause(&v, *wait),
         _ => v.get("status").and_then(Value::as_str).unwrap_or("ok").to_string(),
     };
     println!("{}", text.trim_end());
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// One line for a 4xx/5xx answer.
@@ -396,7 +435,7 @@ fn api_error(resp: &http::Response, json: Option<&Value>, sent_token: bool) -> S
     }
     match resp.status {
         401 if !sent_token => format!(
-            "the admin API needs a token (401): {msg} (give --token, BCTL_TOKEN, --token-file, or --config with the JWT secret)"
+            "the admin API needs a token (401): {msg} (give --token, BCTL_TOKEN, --token-file, or --config with the JWT secret or private key)"
         ),
         401 => format!("the admin API refused the token (401): {msg}"),
         403 => format!("the token's role does not allow this (403): {msg}"),

@@ -67,6 +67,19 @@ pub fn stats(v: &Value) -> String {
     pairs(v)
 }
 
+/// The answer of `pause`: `paused`, or how many clients still hold a server.
+pub fn pause(v: &Value, wait: u64) -> String {
+    match v.get("status").and_then(Value::as_str) {
+        Some("pausing") => format!(
+            "pausing: {} client(s) still hold a server after {wait} s; new transactions wait for `bctl resume` \
+             (run `bctl pause` again to wait longer)",
+            s(&v["active"])
+        ),
+        Some(st) => st.to_string(),
+        None => v.to_string(),
+    }
+}
+
 pub fn health(v: &Value) -> String {
     match (v.get("status").and_then(Value::as_str), v.get("reason").and_then(Value::as_str)) {
         (Some(st), Some(reason)) => format!("{st}: {reason}"),

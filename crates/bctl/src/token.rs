@@ -1,4 +1,6 @@
-//! `bctl token`: HS256 JWTs for the admin API, signed with the daemon's secret.
+//! `bctl token`: JWTs for the admin API — HS256 signed with the daemon's
+//! secret, or RS256/EdDSA signed with a private key (`--private-key`, or the
+//! config's `rest_api.jwt_private_key_file`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,27 +8,51 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pgbalancer_config::{JwtAlgorithm, RestApiConfig, MIN_JWT_SECRET_LEN};
 
+/// What a token is signed with.
+pub enum Key {
+    /// HS256.
+    Secret(String),
+    /// RS256 or EdDSA.
+    Private(Algorithm, EncodingKey),
+}
+
 /// What a token is signed with and checked against.
 pub struct Signer {
-    pub secret: String,
+    pub key: Key,
     pub audience: Option<String>,
     pub issuer: Option<String>,
     pub max_ttl: Duration,
 }
 
 impl Signer {
-    /// From a config's `rest_api` block; `Ok(None)` when it has no secret.
-    pub fn from_rest_api(rest: &RestApiConfig, origin: &Path) -> Result<Option<Signer>, String> {
-        if rest.jwt_algorithm != JwtAlgorithm::HS256 {
-            return Err(format!(
-                "{}: rest_api.jwt_algorithm is {}; bctl makes HS256 tokens only",
-                origin.display(),
-                rest.jwt_algorithm
-            ));
-        }
-        let secret = rest.jwt_secret().map_err(|e| e.to_string())?;
-        Ok(secret.map(|secret| Signer {
-            secret,
+    /// From a config's `rest_api` block; `private_key` (`--private-key`)
+    /// overrides `jwt_private_key_file`. `Ok(None)` when there is nothing
+    /// to sign with (no secret; for RS256/EdDSA no private key).
+    pub fn from_rest_api(
+        rest: &RestApiConfig,
+        origin: &Path,
+        private_key: Option<&Path>,
+    ) -> Result<Option<Signer>, String> {
+        let key = match rest.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                if private_key.is_some() {
+                    return Err(format!(
+                        "{}: rest_api.jwt_algorithm is HS256: tokens are signed with its secret, not --private-key",
+                        origin.display()
+                    ));
+                }
+                rest.jwt_secret().map_err(|e| e.to_string())?.map(Key::Secret)
+            }
+            alg @ (JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA) => {
+                let algorithm = if alg == JwtAlgorithm::RS256 { Algorithm::RS256 } else { Algorithm::EdDSA };
+                match private_key.or(rest.jwt_private_key_file.as_deref()) {
+                    Some(file) => Some(Key::Private(algorithm, read_private_key(file, Some(algorithm))?.1)),
+                    None => None,
+                }
+            }
+        };
+        Ok(key.map(|key| Signer {
+            key,
             audience: rest.jwt_audience.clone(),
             issuer: rest.jwt_issuer.clone(),
             max_ttl: rest.jwt_max_ttl,
@@ -41,21 +67,29 @@ impl Signer {
         if secret.is_empty() {
             return Err(format!("{}: secret file is empty", file.display()));
         }
-        Ok(Signer {
-            secret: secret.to_string(),
-            audience: None,
-            issuer: None,
-            max_ttl: RestApiConfig::default().jwt_max_ttl,
-        })
+        Ok(Signer::bare(Key::Secret(secret.to_string())))
+    }
+
+    /// From a private key file alone: RS256 for an RSA key, EdDSA for an
+    /// Ed25519 one; no aud/iss, the default maximum lifetime.
+    pub fn from_private_key_file(file: &Path) -> Result<Signer, String> {
+        let (algorithm, key) = read_private_key(file, None)?;
+        Ok(Signer::bare(Key::Private(algorithm, key)))
+    }
+
+    fn bare(key: Key) -> Signer {
+        Signer { key, audience: None, issuer: None, max_ttl: RestApiConfig::default().jwt_max_ttl }
     }
 
     /// A token for `role` valid `ttl` from now; `aud`/`iss` override the signer's.
     pub fn mint(&self, role: &str, ttl: Duration, aud: Option<&str>, iss: Option<&str>) -> Result<String, String> {
-        if self.secret.len() < MIN_JWT_SECRET_LEN {
-            return Err(format!(
-                "the JWT secret is {} bytes; pgbalancer refuses secrets under {MIN_JWT_SECRET_LEN} bytes",
-                self.secret.len()
-            ));
+        if let Key::Secret(secret) = &self.key {
+            if secret.len() < MIN_JWT_SECRET_LEN {
+                return Err(format!(
+                    "the JWT secret is {} bytes; pgbalancer refuses secrets under {MIN_JWT_SECRET_LEN} bytes",
+                    secret.len()
+                ));
+            }
         }
         if ttl.is_zero() {
             return Err("--ttl must be more than 0".into());
@@ -75,7 +109,32 @@ impl Signer {
         if let Some(i) = iss.or(self.issuer.as_deref()) {
             claims["iss"] = i.into();
         }
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(self.secret.as_bytes()))
-            .map_err(|e| format!("cannot sign the token: {e}"))
+        let signed = match &self.key {
+            Key::Secret(secret) => jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            ),
+            Key::Private(algorithm, key) => jsonwebtoken::encode(&Header::new(*algorithm), &claims, key),
+        };
+        signed.map_err(|e| format!("cannot sign the token: {e}"))
+    }
+}
+
+/// A PEM private key: RSA (PKCS#8 or PKCS#1) or Ed25519 (PKCS#8). With
+/// `want`, it must be a key of that algorithm. Errors never quote the file.
+fn read_private_key(file: &Path, want: Option<Algorithm>) -> Result<(Algorithm, EncodingKey), String> {
+    let shown = file.display();
+    let pem = std::fs::read(file).map_err(|e| format!("{shown}: {e}"))?;
+    let rsa = EncodingKey::from_rsa_pem(&pem).ok().map(|k| (Algorithm::RS256, k));
+    let found = rsa.or_else(|| EncodingKey::from_ed_pem(&pem).ok().map(|k| (Algorithm::EdDSA, k)));
+    match (found, want) {
+        (None, _) => Err(format!("{shown}: not an RSA or Ed25519 private key in PEM (unencrypted PKCS#8 or PKCS#1)")),
+        (Some((got, _)), Some(want)) if got != want => Err(format!(
+            "{shown}: an {} key, but rest_api.jwt_algorithm is {}",
+            if got == Algorithm::RS256 { "RSA" } else { "Ed25519" },
+            if want == Algorithm::RS256 { "RS256" } else { "EdDSA" },
+        )),
+        (Some(k), _) => Ok(k),
     }
 }

@@ -223,6 +223,22 @@ fn bctl_drives_the_daemon() {
     assert!(err.contains(&format!("cannot reach the admin API at 127.0.0.1:{closed}: ")), "{err}");
     assert!(err.to_lowercase().contains("refused"), "{err}");
 
+    // pause / resume: nobody holds a server, so the pause is complete at once.
+    let text = ok(&d.bctl(&["pause", "--wait", "5"]));
+    assert_eq!(text.trim(), "paused");
+    let status: Value = serde_json::from_str(&ok(&d.bctl(&["status", "--json"]))).unwrap();
+    assert_eq!(status["paused"], true, "{status}");
+    let err = fails(&bctl().args(["--port", &api, "--token", &read, "resume"]).output().unwrap());
+    assert!(err.contains("(403)"), "{err}");
+    assert_eq!(ok(&d.bctl(&["resume"])).trim(), "resumed");
+    assert_eq!(ok(&d.bctl(&["resume"])).trim(), "not paused");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["pause", "--json"]))).unwrap();
+    assert_eq!(v["status"], "paused");
+    let v: Value = serde_json::from_str(&ok(&d.bctl(&["resume", "--json"]))).unwrap();
+    assert_eq!(v["status"], "resumed");
+    let out = d.bctl(&["pause", "--wait", "301"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("301"));
+
     // stop: the daemon exits 0.
     let text = ok(&d.bctl(&["stop"]));
     assert_eq!(text.trim(), "stopping");
@@ -312,4 +328,46 @@ fn bctl_nodes() {
     assert!(text.contains("attached"), "{text}");
     let v: Value = serde_json::from_str(&ok(&d.bctl(&["nodes", "--json"]))).unwrap();
     assert_eq!(v["write_target"], 0, "{v}");
+}
+
+/// `bctl pause` while a session-mode client holds its server: exit 2 with
+/// how many still hold one; once the client leaves, `pause` is complete
+/// (exit 0); `resume` lifts it.
+#[test]
+fn bctl_pause_waits_for_servers() {
+    let d = Daemon::start();
+    let port = {
+        let yaml = std::fs::read_to_string(&d.config).unwrap();
+        yaml.lines().find_map(|l| l.strip_prefix("port: ")).unwrap().trim().to_string()
+    };
+    // psql holds a session (and so, in session mode, a server) until its
+    // standard input closes.
+    let mut psql = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let start = Instant::now();
+    loop {
+        let s: Value = serde_json::from_str(&ok(&d.bctl(&["status", "--json"]))).unwrap();
+        if s["servers"]["active"] == 1 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "psql's session has no server: {s}\nlog:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = d.bctl(&["pause", "--wait", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("pausing: 1 client(s) still hold a server"), "{text}");
+    let v: Value =
+        serde_json::from_str(&String::from_utf8(d.bctl(&["pause", "--wait", "0", "--json"]).stdout).unwrap()).unwrap();
+    assert_eq!((v["status"].as_str(), v["active"].as_u64()), (Some("pausing"), Some(1)), "{v}");
+
+    drop(psql.stdin.take());
+    assert!(psql.wait().unwrap().success());
+    assert_eq!(ok(&d.bctl(&["pause", "--wait", "20"])).trim(), "paused");
+    assert_eq!(ok(&d.bctl(&["resume"])).trim(), "resumed");
 }

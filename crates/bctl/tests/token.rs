@@ -124,7 +124,7 @@ fn token_from_secret_file_and_the_old_flag() {
 fn token_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let err = stderr(&bctl(&["token"]));
-    assert!(err.contains("--config") && err.contains("--jwt-secret-file"), "{err}");
+    assert!(err.contains("--config") && err.contains("--jwt-secret-file") && err.contains("--private-key"), "{err}");
 
     let short = dir.path().join("short");
     std::fs::write(&short, "tooshort\n").unwrap();
@@ -136,6 +136,93 @@ fn token_errors_are_one_line() {
     let err = stderr(&bctl(&["token", "--config", config.to_str().unwrap()]));
     assert!(err.contains("jwt_secret"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// PEM (private, public) of a fresh 2048-bit RSA key.
+fn rsa_key() -> (String, String) {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    (
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+}
+
+/// PEM (private, public) of a fresh Ed25519 key.
+fn ed25519_key() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    (key.serialize_pem(), key.public_key_pem())
+}
+
+fn decode_with(token: &str, alg: Algorithm, key: &DecodingKey, aud: Option<&str>) -> Value {
+    let mut v = Validation::new(alg);
+    v.leeway = 0;
+    match aud {
+        Some(a) => v.set_audience(&[a]),
+        None => v.validate_aud = false,
+    }
+    jsonwebtoken::decode::<Value>(token, key, &v)
+        .unwrap_or_else(|e| panic!("{alg:?} token does not verify: {e}"))
+        .claims
+}
+
+#[test]
+fn rs256_and_eddsa_tokens_from_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (rsa_private, rsa_public) = rsa_key();
+    let (ed_private, ed_public) = ed25519_key();
+    let (rsa_key_file, ed_key_file) = (write("rsa.key", &rsa_private), write("ed.key", &ed_private));
+    let ed_pub_file = write("ed.pub", &ed_public);
+    let rsa_dec = DecodingKey::from_rsa_pem(rsa_public.as_bytes()).unwrap();
+    let ed_dec = DecodingKey::from_ed_pem(ed_public.as_bytes()).unwrap();
+
+    // --private-key alone: the algorithm follows the key.
+    let t = stdout(&bctl(&["token", "--private-key", &rsa_key_file, "--role", "admin", "--ttl", "2m"]));
+    assert_eq!(jsonwebtoken::decode_header(&t).unwrap().alg, Algorithm::RS256);
+    let claims = decode_with(&t, Algorithm::RS256, &rsa_dec, None);
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 120);
+    let t = stdout(&bctl(&["token", "--private-key", &ed_key_file]));
+    assert_eq!(jsonwebtoken::decode_header(&t).unwrap().alg, Algorithm::EdDSA);
+    assert_eq!(decode_with(&t, Algorithm::EdDSA, &ed_dec, None)["role"], "read");
+
+    // --config with jwt_private_key_file: the config's aud and algorithm.
+    let config = write(
+        "rs.yml",
+        &format!(
+            "auth_type: trust\nrest_api:\n  enabled: true\n  jwt_algorithm: RS256\n  jwt_public_key_file: {}\n  \
+             jwt_private_key_file: {rsa_key_file}\n  jwt_audience: pgbalancer\n",
+            write("rsa.pub", &rsa_public)
+        ),
+    );
+    let t = stdout(&bctl(&["token", "--config", &config, "--role", "admin"]));
+    let claims = decode_with(&t, Algorithm::RS256, &rsa_dec, Some("pgbalancer"));
+    assert_eq!(claims["aud"], "pgbalancer");
+    // The config without a private key: --private-key, of the right kind.
+    let config = write(
+        "ed.yml",
+        &format!("auth_type: trust\nrest_api:\n  enabled: true\n  jwt_algorithm: EdDSA\n  jwt_public_key_file: {ed_pub_file}\n"),
+    );
+    let err = stderr(&bctl(&["token", "--config", &config]));
+    assert!(err.contains("jwt_algorithm is EdDSA: give --private-key FILE"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let t = stdout(&bctl(&["token", "--config", &config, "--private-key", &ed_key_file]));
+    decode_with(&t, Algorithm::EdDSA, &ed_dec, None);
+    let err = stderr(&bctl(&["token", "--config", &config, "--private-key", &rsa_key_file]));
+    assert!(err.contains("an RSA key, but rest_api.jwt_algorithm is EdDSA"), "{err}");
+
+    // Not a private key; --private-key with an HS256 config.
+    let err = stderr(&bctl(&["token", "--private-key", &ed_pub_file]));
+    assert!(err.contains("not an RSA or Ed25519 private key"), "{err}");
+    assert!(!err.contains(ed_public.lines().nth(1).unwrap()), "{err}");
+    let hs = write_config(dir.path(), "");
+    let err = stderr(&bctl(&["token", "--config", &hs, "--private-key", &ed_key_file]));
+    assert!(err.contains("HS256"), "{err}");
 }
 
 #[test]
