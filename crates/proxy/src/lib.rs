@@ -12,6 +12,7 @@ pub mod client;
 pub mod clients;
 pub mod control;
 pub mod error;
+pub mod measure;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub pause: control::Pause,
     /// Every logged-in client.
     pub clients: Arc<clients::Clients>,
+    /// Bytes through the proxy.
+    pub traffic: measure::Traffic,
     /// Where the admin API and the SQL console send reload/stop requests;
     /// set by the daemon (unset: those requests are refused).
     pub control: std::sync::OnceLock<tokio::sync::mpsc::Sender<control::Command>>,

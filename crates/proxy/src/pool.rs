@@ -82,6 +82,8 @@ pub struct Pool {
     /// later logins report the server's spelling without a server.
     spellings: Mutex<HashMap<(String, String), String>>,
     pub stats: PoolStats,
+    /// Shared with [`Pools::waits`].
+    waits: Arc<crate::measure::Histogram>,
 }
 
 /// Most (parameter, value) spellings one pool remembers.
@@ -94,6 +96,7 @@ impl Pool {
         port: u16,
         settings: Arc<ArcSwap<PoolSettings>>,
         login: ServerLogin,
+        waits: Arc<crate::measure::Histogram>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
@@ -105,6 +108,7 @@ impl Pool {
             initial_params: Mutex::new(None),
             spellings: Mutex::new(HashMap::new()),
             stats: PoolStats::default(),
+            waits,
         })
     }
 
@@ -231,10 +235,12 @@ impl Pool {
         excess.into_iter().for_each(spawn_close);
         // Counted while waiting, also when this future is dropped mid-wait.
         let _waiting = Counted::new(&self.stats.waiting);
+        let queued = Instant::now();
         let r = match deadline {
             Some(d) => tokio::time::timeout_at(d, rx).await,
             None => Ok(rx.await),
         };
+        self.waits.observe(queued.elapsed());
         match r {
             Ok(Ok(grant)) => Ok(grant),
             Ok(Err(_)) => Err(PoolError::Closed),
@@ -483,6 +489,8 @@ impl Drop for ServerGuard {
 /// All pools, created on first use.
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
+    /// How long clients waited in a pool's queue (only those that queued).
+    pub waits: Arc<crate::measure::Histogram>,
     settings: Arc<ArcSwap<PoolSettings>>,
     /// Counters of pools that were forgotten or replaced, so process-wide
     /// totals never go down.
@@ -493,6 +501,7 @@ impl Pools {
     pub fn new(settings: PoolSettings) -> Pools {
         Pools {
             map: DashMap::new(),
+            waits: Arc::default(),
             settings: Arc::new(ArcSwap::from_pointee(settings)),
             retired: PoolStats::default(),
         }
@@ -517,14 +526,16 @@ impl Pools {
                 if e.get().host == host && e.get().port == port {
                     return e.get().clone();
                 }
-                let pool = Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login);
+                let pool =
+                    Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login, self.waits.clone());
                 let old = e.insert(pool.clone());
                 self.retire(&old);
                 old.close();
                 pool
             }
             dashmap::Entry::Vacant(e) => {
-                let pool = Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login);
+                let pool =
+                    Pool::new(e.key().clone(), host.to_owned(), port, self.settings.clone(), login, self.waits.clone());
                 e.insert(pool.clone());
                 pool
             }

@@ -83,6 +83,7 @@ impl ProxyHandle {
             stats: Stats::default(),
             pause: crate::control::Pause::default(),
             clients: Arc::default(),
+            traffic: crate::measure::Traffic::default(),
             control: std::sync::OnceLock::new(),
             tls,
             phase: phase_rx,

@@ -251,8 +251,6 @@ pub enum Commit {
 pub struct Exchange {
     pub flight: InFlight,
     pub need: Need,
-    /// Set when response times are measured (`load_balance: latency`).
-    pub started: Option<Instant>,
 }
 
 impl Exchange {
@@ -396,9 +394,9 @@ impl Session {
     /// out to be a standby (`in_hot_standby`) is not used. On failure the
     /// client has been told.
     pub(super) async fn link_routed(&mut self, need: Need) -> Result<(), Exit> {
-        let (wait, failover_wait, measure) = {
+        let (wait, failover_wait) = {
             let c = self.shared.config.load();
-            (c.query_wait_timeout, c.failover_wait_timeout, c.load_balance == pgbalancer_config::LoadBalance::Latency)
+            (c.query_wait_timeout, c.failover_wait_timeout)
         };
         let shared = self.shared.clone();
         let topology = &shared.topology;
@@ -458,10 +456,11 @@ impl Session {
                     }
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
-                    self.entry.linked(node, c.backend_pid);
+                    let pid = c.backend_pid;
+                    self.linked(node, pid);
                     let router = self.router.as_mut().expect("routed session");
                     let flight = topology.nodes()[node].begin(need == Need::Read);
-                    router.current = Some(Exchange { flight, need, started: measure.then(Instant::now) });
+                    router.current = Some(Exchange { flight, need });
                     self.link = Link::Linked(guard);
                     return Ok(());
                 }
@@ -570,11 +569,11 @@ impl Session {
     /// The transaction on the linked server ended (`clean`: the server
     /// went back to its pool; else it is gone): the node's counters, a
     /// response-time sample, and the client's read-your-writes marks.
-    pub(super) fn end_exchange(&mut self, commit: Commit, clean: bool) {
+    pub(super) fn end_exchange(&mut self, commit: Commit, clean: bool, took: Option<std::time::Duration>) {
         let Some(router) = self.router.as_mut() else { return };
         let Some(x) = router.current.take() else { return };
-        if let (Some(t0), true, Need::Read) = (x.started, clean, x.need) {
-            x.flight.node().observe_latency(t0.elapsed());
+        if let (Some(took), true, Need::Read) = (took, clean, x.need) {
+            x.flight.node().observe_latency(took);
         }
         if x.need != Need::Primary {
             return;

@@ -89,6 +89,12 @@ pub struct Session {
     pub(super) hold: bool,
     /// This client in the list of clients (`SHOW CLIENTS`).
     pub(super) entry: ClientHandle,
+    /// When the client took the server it holds.
+    linked_at: Option<std::time::Instant>,
+    /// Bytes forwarded since the last release (added to the process
+    /// counters then, not per message).
+    sent: u64,
+    received: u64,
 }
 
 /// What woke the session up.
@@ -112,9 +118,11 @@ impl Session {
         cancel: Registration,
         entry: ClientHandle,
     ) -> Session {
+        let mut linked_at = None;
         if let Link::Linked(g) = &mut link {
             let node = g.pool().key.backend;
             entry.linked(node, g.conn().backend_pid);
+            linked_at = Some(std::time::Instant::now());
         }
         let (mode, max_prepared) = {
             let c = shared.config.load();
@@ -151,6 +159,9 @@ impl Session {
             router,
             hold: false,
             entry,
+            linked_at,
+            sent: 0,
+            received: 0,
         }
     }
 
@@ -418,6 +429,7 @@ impl Session {
         let rewritten = batch.finish();
         let bytes = if rewritten { &out[..] } else { src };
         let result = self.write_to_server(bytes).await;
+        self.sent += bytes.len() as u64;
         out.clear();
         self.send_buf = out;
         result?;
@@ -585,7 +597,8 @@ impl Session {
                 Ok(mut guard) => {
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
-                    self.entry.linked(self.pool.key.backend, c.backend_pid);
+                    let (node, pid) = (self.pool.key.backend, c.backend_pid);
+                    self.linked(node, pid);
                     self.link = Link::Linked(guard);
                 }
                 Err(e) => {
@@ -596,6 +609,19 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// The client now holds a server of `node`.
+    pub(super) fn linked(&mut self, node: usize, pid: i32) {
+        self.entry.linked(node, pid);
+        self.linked_at = Some(std::time::Instant::now());
+    }
+
+    /// Adds the bytes forwarded since the last call to the process counters.
+    fn count_traffic(&mut self) {
+        let t = &self.shared.traffic;
+        t.client_bytes.fetch_add(std::mem::take(&mut self.sent), Ordering::Relaxed);
+        t.server_bytes.fetch_add(std::mem::take(&mut self.received), Ordering::Relaxed);
     }
 
     /// PAUSE: a new transaction waits for RESUME (or the end).
@@ -724,8 +750,10 @@ impl Session {
             }
         }
         let r = if edited || release == Release::RefuseTransaction {
+            self.received += out.len() as u64;
             self.client.write_all(&out).await
         } else {
+            self.received += bytes.len() as u64;
             self.client.write_all(&bytes).await
         };
         out.clear();
@@ -801,9 +829,15 @@ impl Session {
         }
         guard.set_clean(clean);
         self.cancel.slot.clear().await;
+        let node = guard.pool().key.backend;
         drop(guard);
         self.entry.released();
-        self.end_exchange(commit, clean);
+        let took = self.linked_at.take().map(|t| t.elapsed());
+        if let (Some(took), Some(n)) = (took, self.shared.topology.node(node)) {
+            n.transactions.observe(took);
+        }
+        self.count_traffic();
+        self.end_exchange(commit, clean, took);
         self.shared.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -822,7 +856,8 @@ impl Session {
             mid_message = conn.mid_message();
             drop(guard);
             self.entry.released();
-            self.end_exchange(Commit::Unknown, false);
+            self.linked_at = None;
+            self.end_exchange(Commit::Unknown, false, None);
             let _ = self.client.write_all(&bytes).await;
         }
         // Cut inside a message, the client could not frame anything more:
@@ -834,7 +869,8 @@ impl Session {
 
     /// Leaves the server connection clean (session mode reset) or closes it.
     async fn finish(&mut self) {
-        self.end_exchange(Commit::NotRead, false);
+        self.end_exchange(Commit::NotRead, false, None);
+        self.count_traffic();
         let Link::Linked(mut guard) = std::mem::replace(&mut self.link, Link::Idle) else { return };
         self.cancel.slot.clear_now();
         let idle = {

@@ -150,6 +150,9 @@ pub struct Node {
     /// Why the last check failed.
     pub last_error: Mutex<Option<String>>,
     pub stats: NodeStats,
+    /// Time clients held a server of this node per transaction (from
+    /// taking it to giving it back).
+    pub transactions: crate::measure::Histogram,
 }
 
 impl Node {
@@ -172,6 +175,7 @@ impl Node {
             failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
             stats: NodeStats::default(),
+            transactions: crate::measure::Histogram::default(),
         }
     }
 
