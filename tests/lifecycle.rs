@@ -581,6 +581,14 @@ async fn demo_mode_serves_and_cleans_up() {
         .stderr(log)
         .spawn()
         .expect("start --demo");
+    // A failed assertion must not leave the demo (and its cluster) running.
+    struct InterruptOnDrop(u32);
+    impl Drop for InterruptOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-INT", &self.0.to_string()]).status();
+        }
+    }
+    let _stop = InterruptOnDrop(child.id());
     let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let start = Instant::now();
     while !read_log().contains("is ready") {
