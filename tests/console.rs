@@ -23,7 +23,11 @@ async fn console_proxy() -> TestProxy {
     TestProxy::start(c).await
 }
 
-async fn console(proxy: &TestProxy, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn console(
+    proxy: &TestProxy,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let info = format!("host=127.0.0.1 port={} user={user} password={password} dbname=pgbalancer", proxy.port());
     let (client, conn) = tokio_postgres::connect(&info, NoTls).await?;
     tokio::spawn(async move {
@@ -136,10 +140,10 @@ async fn who_may_do_what() {
     c.stats_users = vec![MON_USER.into()];
     let proxy = TestProxy::start(c).await;
     // A user of pgbalancer not listed: refused, like a wrong password would be refused.
-    let e = console(&proxy, APP_USER, APP_PASSWORD).await.err().expect("app is not a console user");
+    let e = console(&proxy, APP_USER, APP_PASSWORD).await.expect_err("app is not a console user");
     assert_eq!(e.code().map(|c| c.code()), Some("28000"), "{e}");
     // A wrong password for a console user: the usual 28P01.
-    let e = console(&proxy, MON_USER, "wrong").await.err().expect("wrong password");
+    let e = console(&proxy, MON_USER, "wrong").await.expect_err("wrong password");
     assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{e}");
 
     let mon = console(&proxy, MON_USER, MON_PASSWORD).await.expect("stats user login");
@@ -172,9 +176,8 @@ async fn pause_waits_for_transactions_and_holds_new_ones() {
     let pause = tokio::spawn(async move { admin.simple_query("PAUSE").await.map(|_| admin) });
     // Once paused, PAUSE itself is still waiting: a transaction holds a server.
     let watcher = console(&proxy, APP_USER, APP_PASSWORD).await.unwrap();
-    let paused = |rows: Vec<Vec<(String, String)>>| {
-        rows.iter().any(|r| get(r, "name") == "paused" && get(r, "value") == "t")
-    };
+    let paused =
+        |rows: Vec<Vec<(String, String)>>| rows.iter().any(|r| get(r, "name") == "paused" && get(r, "value") == "t");
     within(Duration::from_secs(10), "paused", async {
         while !paused(rows(&watcher, "SHOW STATS").await) {
             tokio::task::yield_now().await;
@@ -205,4 +208,72 @@ async fn pause_waits_for_transactions_and_holds_new_ones() {
     admin.simple_query("RESUME").await.expect("RESUME");
     within(Duration::from_secs(10), "the held INSERT after RESUME", held).await.unwrap().expect("held INSERT");
     assert_eq!(row_count(&db).await, 2);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The console inside the real daemon: RELOAD re-reads the file (a valid
+/// change applies, an invalid file is refused with its problems and the old
+/// config stays), and SHUTDOWN stops the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_shutdown_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, log) = (dir.path().join("pgbalancer.yml"), dir.path().join("daemon.log"));
+    let port = free_port();
+    let yaml = |pool_size: u32| {
+        format!(
+            "listen_addresses: '127.0.0.1'\nport: {port}\nauth_type: scram-sha-256\n\
+             users:\n  - name: app\n    password: '{}'\nadmin_users: [app]\n\
+             backends:\n  - host: 127.0.0.1\n    port: {}\n    role: primary\npool_size: {pool_size}\n",
+            app_verifier(),
+            primary().port()
+        )
+    };
+    std::fs::write(&config, yaml(20)).unwrap();
+    let mut child = spawn_daemon(&config, &log, &[]);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let info = format!("host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname=pgbalancer");
+    let admin = within(Duration::from_secs(30), "the daemon's console", async {
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("pgbalancer exited ({st}): {}", read_log());
+            }
+            if let Ok((c, conn)) = tokio_postgres::connect(&info, NoTls).await {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let pool_size = |rows: Vec<Vec<(String, String)>>| {
+        get(rows.iter().find(|r| get(r, "key") == "pool_size").unwrap(), "value").to_owned()
+    };
+    assert_eq!(pool_size(rows(&admin, "SHOW CONFIG").await), "20");
+
+    std::fs::write(&config, yaml(7)).unwrap();
+    admin.simple_query("RELOAD").await.expect("RELOAD of a valid file");
+    assert_eq!(pool_size(rows(&admin, "SHOW CONFIG").await), "7");
+
+    std::fs::write(&config, yaml(0)).unwrap();
+    let e = admin.simple_query("RELOAD").await.expect_err("RELOAD of an invalid file");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("pool_size") && msg.contains("old configuration kept"), "{msg}");
+    assert_eq!(pool_size(rows(&admin, "SHOW CONFIG").await), "7", "the old config stays");
+
+    admin.simple_query("SHUTDOWN").await.expect("SHUTDOWN");
+    let status = within(Duration::from_secs(30), "the daemon's exit after SHUTDOWN", async {
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status}: {}", read_log());
 }
