@@ -33,7 +33,7 @@ case $MODE in
 esac
 SETTLE=1; [ "$MODE" = smoke ] && SETTLE=0.2   # seconds to let RSS settle in the memory benchmark
 POOL_SIZE=20
-export PGCONNECT_TIMEOUT=10 PGAPPNAME=bench
+export PGCONNECT_TIMEOUT=10 PGAPPNAME=bench PGSSLMODE=disable
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -113,6 +113,16 @@ chmod 755 "$WORK"
 RESULTS=$WORK/results.csv
 echo "workload,target,round,clients,tps,latency_ms,processed,failed_tx,aborted_clients,exit_code,first_error" > "$RESULTS"
 
+# ----------------------------------------------------------------- TLS material
+# One self-signed certificate for 127.0.0.1, used by all three targets for the
+# "over TLS" workloads (clients use sslmode=require: encryption, no verification).
+command -v openssl >/dev/null || die "openssl is needed for the TLS workloads (apt-get install openssl)"
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=127.0.0.1" \
+  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/tls/server.key" -out "$WORK/tls/server.crt" >/dev/null 2>&1 ||
+  die "openssl could not make the benchmark certificate"
+chown -R postgres: "$WORK/tls"; chmod 600 "$WORK/tls/server.key"
+
 # ----------------------------------------------------------------- PostgreSQL 15
 PGPORT=$(free_port)
 mkdir -p "$WORK/pg"; chown postgres: "$WORK/pg"   # data directory, socket and log, owned by postgres
@@ -131,6 +141,9 @@ synchronous_commit = off
 full_page_writes = off
 autovacuum = off
 log_min_messages = warning
+ssl = on
+ssl_cert_file = '$WORK/tls/server.crt'
+ssl_key_file = '$WORK/tls/server.key'
 EOF
 cat >"$WORK/pg/data/pg_hba.conf" <<'EOF'
 local all all trust
@@ -157,6 +170,10 @@ auth_type: trust
 backends:
   - {host: 127.0.0.1, port: $PGPORT, role: primary}
 log_level: warn
+ssl: true
+ssl_mode: allow
+ssl_cert: $WORK/tls/server.crt
+ssl_key: $WORK/tls/server.key
 EOF
 chmod 600 "$WORK/pgbalancer.yml"
 "$BAL_BIN" --check-config "$WORK/pgbalancer.yml" >&2 || die "pgbalancer --check-config rejected the bench config"
@@ -199,6 +216,9 @@ pidfile = $WORK/bouncer/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
+client_tls_sslmode = allow
+client_tls_cert_file = $WORK/tls/server.crt
+client_tls_key_file = $WORK/tls/server.key
 $PREPARED_LINE
 EOF
   echo '"postgres" ""' >"$WORK/bouncer/userlist.txt"
@@ -274,6 +294,7 @@ if [ "$MODE" = smoke ]; then
     "select-c4|4|-S|select-only, 4 clients"
     "tpcb-c4|4||TPC-B, 4 clients"
     "connect-c4|4|-S -C|select-only, new connection per transaction, 4 clients"
+    "tls-select-c4|4|-S @tls|select-only over TLS, 4 clients"
   )
 else
   WORKLOADS=(
@@ -284,6 +305,8 @@ else
     "prepared-c50|50|-S -M prepared|select-only, protocol-level prepared statements, 50 clients"
     "tpcb-c50|50||TPC-B (pgbench default script), 50 clients"
     "connect-c20|20|-S -C|select-only, new connection per transaction, 20 clients"
+    "tls-select-c50|50|-S @tls|select-only over TLS (sslmode=require), 50 clients"
+    "tls-connect-c20|20|-S -C @tls|select-only over TLS, new connection (and handshake) per transaction, 20 clients"
   )
 fi
 printf '%s\n' "${WORKLOADS[@]}" >"$WORK/workloads.txt"
@@ -292,8 +315,12 @@ run_pgbench() { # workload clients args target round
   local name=$1 clients=$2 args=$3 target=$4 round=$5 port jobs out err rc=0
   port=$(port_of "$target"); jobs=$(( clients < 2 ? 1 : 2 ))
   out=$WORK/pgbench-$name-$target-$round.out; err=${out%.out}.err
+  # "@tls" in the arguments: the clients connect with sslmode=require.
+  local sslmode=disable
+  case " $args " in *" @tls "*) sslmode=require; args=${args//@tls/} ;; esac
   # shellcheck disable=SC2086
-  pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" -c "$clients" -j "$jobs" $args bench >"$out" 2>"$err" || rc=$?
+  PGSSLMODE=$sslmode pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" -c "$clients" -j "$jobs" $args bench \
+    >"$out" 2>"$err" || rc=$?
   local tps lat processed failed aborted first
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
