@@ -402,42 +402,41 @@ impl Session {
         let topology = &shared.topology;
         let deadline = tokio::time::Instant::now() + failover_wait;
         let mut tried = 0u64;
-        let mut last_error = None;
+        let mut last_error: Option<Box<super::session::LinkError>> = None;
         loop {
             let mut changed = topology.subscribe();
             let node = match self.choose(need, tried) {
                 Ok(n) => n,
                 Err(NoNode::Conflict) => {
-                    self.client
-                        .fatal(
-                            sqlstate::CANNOT_CONNECT_NOW,
-                            "pgbalancer: more than one backend claims to be primary; writes are refused until \
+                    // Rare paths are boxed: inline, their futures would
+                    // enlarge every session's.
+                    Box::pin(self.client.fatal(
+                        sqlstate::CANNOT_CONNECT_NOW,
+                        "pgbalancer: more than one backend claims to be primary; writes are refused until \
                              one is left (follow_primary: strict)",
-                        )
-                        .await;
+                    ))
+                    .await;
                     return Err(Exit::Closed);
                 }
                 Err(NoNode::NoPrimary) => {
                     let waited = if tried == 0 {
-                        topology
-                            .wait_primary(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                            .await
-                            .is_ok()
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        Box::pin(topology.wait_primary(left)).await.is_ok()
                     } else {
-                        tokio::time::timeout_at(deadline, changed.changed()).await.is_ok()
+                        Box::pin(tokio::time::timeout_at(deadline, changed.changed())).await.is_ok()
                     };
                     if waited {
                         tried = 0;
                         continue;
                     }
                     let (code, msg) = match &last_error {
-                        Some(e) => link_error_message(e),
+                        Some(e) => link_error_message(&**e),
                         None => (
                             sqlstate::CANNOT_CONNECT_NOW,
                             "pgbalancer: no primary is available (failover_wait_timeout reached)".to_owned(),
                         ),
                     };
-                    self.client.fatal(code, &msg).await;
+                    Box::pin(self.client.fatal(code, &msg)).await;
                     return Err(Exit::Closed);
                 }
             };
@@ -471,17 +470,17 @@ impl Session {
                         topology.suspect(node);
                     }
                     tried |= bit(node);
-                    last_error = Some(e);
+                    last_error = Some(Box::new(e));
                 }
                 Err(e) if unreachable(&e) && tokio::time::Instant::now() < deadline && bit(node) != 0 => {
                     tracing::debug!(node, error = %e, "primary unreachable; waiting for the next check");
                     topology.suspect(node);
                     tried |= bit(node);
-                    last_error = Some(e);
+                    last_error = Some(Box::new(e));
                 }
                 Err(e) => {
                     let (code, msg) = link_error_message(&e);
-                    self.client.fatal(code, &msg).await;
+                    Box::pin(self.client.fatal(code, &msg)).await;
                     return Err(Exit::Closed);
                 }
             }
