@@ -19,12 +19,16 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use schema::{
-    AuthType, BackendConfig, BackendRole, BackendSslMode, ClientSslMode, Config, FollowPrimary, JwtAlgorithm,
-    LoadBalance, LoadBalanceMode, LogFormat, PoolMode, ReadYourWrites, RestApiConfig, TransactionRouting, UserEntry,
+    AuthType, BackendConfig, BackendRole, BackendSslMode, ClientSslMode, Config, FollowPrimary, HbaEntry, HbaType,
+    JwtAlgorithm, LoadBalance, LoadBalanceMode, LogFormat, PoolMode, ReadYourWrites, RestApiConfig, TransactionRouting,
+    UserEntry, DEFAULT_AUTH_QUERY,
 };
 pub use secret::{SecretRef, REDACTED};
 pub use units::ByteSize;
-pub use validate::{check_scram_verifier, MAX_DURATION, MIN_JWT_SECRET_LEN};
+pub use validate::{
+    check_hba_entry, check_scram_verifier, is_md5_hash, mask_prefix_len, parse_hba_address, HbaAddress, MAX_DURATION,
+    MIN_JWT_SECRET_LEN,
+};
 
 /// Where pgbalancer looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgbalancer/pgbalancer.yml";

@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::secret::{serialize_redacted, SecretRef};
 use crate::units::ByteSize;
 
+/// The default `auth_query`: PgBouncer 1.21's, with every name schema-
+/// qualified. An expired role (`VALID UNTIL` in the past) gets no password,
+/// so it cannot log in; a role without `LOGIN` is not found.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil OPERATOR(pg_catalog.<) pg_catalog.now() \
+     THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname OPERATOR(pg_catalog.=) $1 AND rolcanlogin";
+
 /// The whole configuration file. Every key is optional; an empty file is valid.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,8 +31,33 @@ pub struct Config {
     pub pool_size: u32,
     pub min_pool_size: u32,
     pub max_client_conn: u32,
+    /// How clients authenticate when no `hba` rule decides (or none are set).
     pub auth_type: AuthType,
     pub users: Vec<UserEntry>,
+    /// PgBouncer `userlist.txt`: `"name" "password"` lines, the password a
+    /// SCRAM verifier, an md5 hash or plaintext. Read at start and reload.
+    pub users_file: Option<PathBuf>,
+    /// Role that looks up users found in neither `users` nor `users_file`
+    /// with `auth_query` (its password from those). Unset = no lookup.
+    pub auth_user: Option<String>,
+    /// The lookup: `$1` is the user name; the first row's first two
+    /// columns are (name, password or verifier); no row = no such user.
+    pub auth_query: String,
+    /// Database `auth_query` runs in.
+    pub auth_dbname: String,
+    /// pg_hba.conf-like rules, first match wins; empty (and no `hba_file`)
+    /// = `auth_type` for every connection.
+    pub hba: Vec<HbaEntry>,
+    /// The rules in pg_hba.conf syntax instead (conflicts with `hba`).
+    pub hba_file: Option<PathBuf>,
+    /// Connections still in startup or authentication at once; more are
+    /// refused (FATAL 53300).
+    pub max_unauthenticated_clients: u32,
+    /// Failed logins from one address within `auth_failure_window` after
+    /// which its further logins are refused for the window; 0 = no limit.
+    pub auth_failure_limit: u32,
+    #[serde(with = "crate::units::duration")]
+    pub auth_failure_window: Duration,
     /// Users (from `users`) who may use the SQL admin console (database
     /// `pgbalancer`) and get an `admin` token from `POST /api/v1/auth/login`.
     pub admin_users: Vec<String>,
@@ -261,13 +292,58 @@ impl BackendSslMode {
     }
 }
 
+/// A client authentication method (`auth_type`, and `method` of `hba`
+/// rules), PostgreSQL's names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum AuthType {
+    /// No password.
     #[serde(rename = "trust")]
     Trust,
+    /// Always refused.
+    #[serde(rename = "reject")]
+    Reject,
+    /// md5 challenge; users whose secret is a SCRAM verifier get SCRAM
+    /// instead (as PostgreSQL).
+    #[serde(rename = "md5")]
+    Md5,
     #[default]
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    /// A client certificate (verified against `ssl_ca_cert`) whose CN is
+    /// the user name; TLS only.
+    #[serde(rename = "cert")]
+    Cert,
+}
+
+/// Which connections an `hba` rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HbaType {
+    /// TLS or plaintext.
+    Host,
+    /// TLS only.
+    HostSsl,
+    /// Plaintext only.
+    HostNoSsl,
+    /// Unix sockets: not supported (pgbalancer listens on TCP only); an
+    /// error, so a pasted pg_hba.conf line is not silently ignored.
+    Local,
+}
+
+/// One `hba` rule, as a pg_hba.conf line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HbaEntry {
+    #[serde(rename = "type")]
+    pub kind: HbaType,
+    /// `all`, `sameuser`, or comma-separated database names.
+    pub database: String,
+    /// `all` or comma-separated user names.
+    pub user: String,
+    /// `all`, an address (`10.0.0.5`, `::1`) or a CIDR block (`10.0.0.0/8`).
+    #[serde(default)]
+    pub address: Option<String>,
+    pub method: AuthType,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -340,6 +416,11 @@ pub struct RestApiConfig {
     /// Longest lifetime a token may have (`exp - iat`, and `exp - now`).
     #[serde(with = "crate::units::duration")]
     pub jwt_max_ttl: Duration,
+    /// HTTPS: the certificate chain (PEM) the admin API presents; with
+    /// `ssl_key`. Both or neither; when set the API serves HTTPS only.
+    pub ssl_cert: Option<PathBuf>,
+    /// HTTPS: the private key (PEM) of `ssl_cert`.
+    pub ssl_key: Option<PathBuf>,
 }
 
 /// Signing algorithm of the admin API's tokens.
@@ -389,6 +470,15 @@ impl Default for Config {
             max_client_conn: 5000,
             auth_type: AuthType::ScramSha256,
             users: Vec::new(),
+            users_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_string(),
+            auth_dbname: "postgres".to_string(),
+            hba: Vec::new(),
+            hba_file: None,
+            max_unauthenticated_clients: 1000,
+            auth_failure_limit: 20,
+            auth_failure_window: Duration::from_secs(60),
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             backends: vec![BackendConfig::default()],
@@ -467,6 +557,8 @@ impl Default for RestApiConfig {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_max_ttl: Duration::from_secs(3600),
+            ssl_cert: None,
+            ssl_key: None,
         }
     }
 }
@@ -485,7 +577,28 @@ impl fmt::Display for AuthType {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(match self {
             AuthType::Trust => "trust",
+            AuthType::Reject => "reject",
+            AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
+        })
+    }
+}
+
+impl AuthType {
+    /// Whether the method checks a password (md5, scram-sha-256).
+    pub fn uses_password(self) -> bool {
+        matches!(self, AuthType::Md5 | AuthType::ScramSha256)
+    }
+}
+
+impl fmt::Display for HbaType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            HbaType::Host => "host",
+            HbaType::HostSsl => "hostssl",
+            HbaType::HostNoSsl => "hostnossl",
+            HbaType::Local => "local",
         })
     }
 }

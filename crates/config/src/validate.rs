@@ -1,12 +1,13 @@
 //! Semantic checks (all problems at once) and warnings.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::{
-    AuthType, BackendRole, BackendSslMode, ByteSize, ClientSslMode, Config, JwtAlgorithm, Problem, ReadYourWrites,
-    SecretRef,
+    AuthType, BackendRole, BackendSslMode, ByteSize, ClientSslMode, Config, HbaEntry, HbaType, JwtAlgorithm, Problem,
+    ReadYourWrites, SecretRef,
 };
 
 /// Upper bound for every duration key (keeps `Instant + Duration` far from overflow).
@@ -36,6 +37,7 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     }
 
     let mut names = HashSet::new();
+    let passwords_from_users_only = passwords_from_users_only(c);
     for (i, u) in c.users.iter().enumerate() {
         if u.name.is_empty() {
             bad(&format!("users[{i}].name"), "must not be empty".into());
@@ -43,9 +45,13 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
             bad(&format!("users[{i}].name"), format!("duplicate user '{}'", u.name));
         }
         match &u.password {
-            None if c.auth_type != AuthType::Trust => bad(
+            None if passwords_from_users_only => bad(
                 &format!("users[{i}].password"),
-                format!("required with auth_type {} (only auth_type trust allows no password)", c.auth_type),
+                format!(
+                    "required with auth_type {} (unless it can come from users_file or auth_user, or hba rules \
+                     choose the method)",
+                    c.auth_type
+                ),
             ),
             Some(pw) if pw.is_empty() => bad(&format!("users[{i}].password"), "must not be empty".into()),
             Some(pw) if pw.starts_with("SCRAM-SHA-256$") => {
@@ -53,10 +59,6 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
                     bad(&format!("users[{i}].password"), format!("malformed SCRAM verifier: {why}"));
                 }
             }
-            Some(pw) if is_md5_hash(pw) => bad(
-                &format!("users[{i}].password"),
-                "MD5 password hashes are not supported; use a SCRAM-SHA-256 verifier".into(),
-            ),
             _ => {}
         }
     }
@@ -65,11 +67,21 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         for (i, name) in list.iter().enumerate() {
             if name.is_empty() {
                 bad(&format!("{key}[{i}]"), "must not be empty".into());
-            } else if c.auth_type != AuthType::Trust && !c.users.iter().any(|u| &u.name == name) {
+            } else if passwords_from_users_only && !c.users.iter().any(|u| &u.name == name) {
                 bad(&format!("{key}[{i}]"), format!("'{name}' is not in users (its password is read from there)"));
+            } else if c.user(name).and_then(|u| u.password.as_deref()).is_some_and(is_md5_hash) {
+                // POST /api/v1/auth/login checks users[].password as a
+                // verifier or a plaintext password: a hash would be a
+                // password anyone holding the hash could send.
+                bad(
+                    &format!("{key}[{i}]"),
+                    format!("'{name}' has an md5 hash in users, which the admin API login cannot check; use a SCRAM verifier"),
+                );
             }
         }
     }
+
+    auth_problems(c, &mut bad);
 
     if c.backends.is_empty() {
         bad("backends", "at least one backend is required".into());
@@ -125,6 +137,7 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
         ("failover_wait_timeout", c.failover_wait_timeout),
         ("max_lag", c.max_lag),
         ("read_your_writes_window", c.read_your_writes_window),
+        ("auth_failure_window", c.auth_failure_window),
     ];
     for (key, d) in durations {
         if d > MAX_DURATION {
@@ -269,6 +282,206 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     } else if r.jwt_max_ttl > MAX_DURATION {
         bad("rest_api.jwt_max_ttl", "must be at most 365d".into());
     }
+    // HTTPS for the admin API: both files or neither. Whether they can be
+    // read and parsed is checked where they are used (the daemon names the
+    // key then), not here: bctl reads this file too, as an operator who may
+    // read the certificate but not the daemon's private key.
+    for (key, v, other) in [
+        ("rest_api.ssl_cert", &r.ssl_cert, &r.ssl_key),
+        ("rest_api.ssl_key", &r.ssl_key, &r.ssl_cert),
+    ] {
+        match (v, other) {
+            (Some(p), _) if p.as_os_str().is_empty() => bad(key, "must not be empty".into()),
+            (None, Some(_)) => bad(
+                key,
+                "required when the other of rest_api.ssl_cert and rest_api.ssl_key is set (both or neither)".into(),
+            ),
+            _ => {}
+        }
+    }
+    p
+}
+
+/// Whether every password must come from `users`: a password method for
+/// everyone, no `users_file`, no `auth_user` lookup, no hba rules.
+fn passwords_from_users_only(c: &Config) -> bool {
+    c.auth_type.uses_password()
+        && c.users_file.is_none()
+        && c.auth_user.is_none()
+        && c.hba.is_empty()
+        && c.hba_file.is_none()
+}
+
+/// Authentication keys: files, the lookup, hba rules, methods that need
+/// TLS, limits.
+fn auth_problems(c: &Config, bad: &mut impl FnMut(&str, String)) {
+    if let Some(p) = &c.users_file {
+        check_readable(bad, "users_file", p);
+    }
+    if c.auth_user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        bad("auth_user", "must not be empty (omit it to look up no users)".into());
+    }
+    if !c.auth_query.contains("$1") {
+        bad("auth_query", "must use $1 (the user name is passed as a parameter, never pasted into the text)".into());
+    }
+    if c.auth_dbname.trim().is_empty() {
+        bad("auth_dbname", "must not be empty".into());
+    }
+    if c.auth_type == AuthType::Cert {
+        if !c.ssl {
+            bad("auth_type", "cert needs ssl: true (a client certificate comes with TLS)".into());
+        } else if c.ssl_ca_cert.is_none() {
+            bad("auth_type", "cert needs ssl_ca_cert (clients are asked for a certificate only with it)".into());
+        }
+    }
+    match &c.hba_file {
+        Some(_) if !c.hba.is_empty() => bad("hba_file", "conflicts with hba; set only one of them".into()),
+        Some(p) => check_readable(bad, "hba_file", p),
+        None => {}
+    }
+    for (i, e) in c.hba.iter().enumerate() {
+        for (field, msg) in check_hba_entry(e, c) {
+            bad(&format!("hba[{i}].{field}"), msg);
+        }
+    }
+    if c.max_unauthenticated_clients < 1 {
+        bad("max_unauthenticated_clients", "must be at least 1".into());
+    }
+    if c.auth_failure_limit > 0 && c.auth_failure_window.is_zero() {
+        bad("auth_failure_window", "must be greater than 0 when auth_failure_limit is set".into());
+    }
+}
+
+/// What an `hba` address matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaAddress {
+    All,
+    /// Addresses whose first `prefix` bits equal `addr`'s.
+    Net {
+        addr: IpAddr,
+        prefix: u8,
+    },
+}
+
+impl HbaAddress {
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.0.0.1`) counts as its IPv4 address; otherwise IPv4
+    /// rules match only IPv4 clients and IPv6 rules IPv6 clients (as in
+    /// PostgreSQL).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (*self, ip) {
+            (HbaAddress::All, _) => true,
+            (HbaAddress::Net { addr: IpAddr::V4(net), prefix }, IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (HbaAddress::Net { addr: IpAddr::V6(net), prefix }, IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses an `hba` address: `all`, an IP address (one host) or a CIDR
+/// block (`10.0.0.0/8`, `fd00::/8`). Host names, `samehost` and `samenet`
+/// are not supported.
+pub fn parse_hba_address(s: &str) -> Result<HbaAddress, String> {
+    let s = s.trim();
+    match s {
+        "all" => return Ok(HbaAddress::All),
+        "samehost" | "samenet" => return Err(format!("{s} is not supported; give addresses or CIDR blocks")),
+        "" => return Err("must not be empty (an IP address, a CIDR block or all)".into()),
+        _ => {}
+    }
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (s, None),
+    };
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IP address or CIDR block (host names are not supported; or use all)"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(bits) => match bits.parse::<u8>() {
+            Ok(n) if n <= max && bits.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("'{s}': the prefix length must be 0..={max}")),
+        },
+    };
+    Ok(HbaAddress::Net { addr, prefix })
+}
+
+/// The prefix length of a netmask (`255.255.0.0` → 16), for pg_hba.conf's
+/// separate mask column; the mask must be contiguous and of `addr`'s family.
+pub fn mask_prefix_len(addr: IpAddr, mask: &str) -> Result<u8, String> {
+    let m: IpAddr = mask.parse().map_err(|_| format!("'{mask}' is not a netmask"))?;
+    let (bits, width) = match (addr, m) {
+        (IpAddr::V4(_), IpAddr::V4(m)) => (u128::from(u32::from(m)) << 96, 32),
+        (IpAddr::V6(_), IpAddr::V6(m)) => (u128::from(m), 128),
+        _ => return Err(format!("netmask '{mask}' is not of the address's family")),
+    };
+    let ones = bits.leading_ones();
+    if bits.checked_shl(ones).unwrap_or(0) != 0 {
+        return Err(format!("netmask '{mask}' is not contiguous"));
+    }
+    Ok(ones.min(width) as u8)
+}
+
+/// Problems of one `hba` rule, as (field, message): the same checks for
+/// `hba` entries and `hba_file` lines.
+pub fn check_hba_entry(e: &HbaEntry, c: &Config) -> Vec<(&'static str, String)> {
+    let mut p = Vec::new();
+    if e.kind == HbaType::Local {
+        p.push((
+            "type",
+            "local (Unix socket) rules are not supported: pgbalancer listens on TCP only; \
+             use host, hostssl or hostnossl"
+                .to_string(),
+        ));
+    }
+    for (field, list, unsupported) in
+        [("database", &e.database, &["samerole", "samegroup"][..]), ("user", &e.user, &[][..])]
+    {
+        if list.split(',').any(|n| n.trim().is_empty()) {
+            p.push((field, format!("'{list}': empty name (use all, or names separated by commas)")));
+            continue;
+        }
+        for name in list.split(',').map(str::trim) {
+            if unsupported.contains(&name) {
+                p.push((field, format!("{name} is not supported; list the names")));
+            } else if name.starts_with('@') {
+                p.push((field, format!("'{name}': @file inclusion is not supported; list the names")));
+            } else if name.starts_with('+') {
+                p.push((field, format!("'{name}': +role (membership) is not supported; list the names")));
+            }
+        }
+    }
+    if e.kind != HbaType::Local {
+        match &e.address {
+            None => p.push(("address", "required (an IP address, a CIDR block or all)".into())),
+            Some(a) => {
+                if let Err(why) = parse_hba_address(a) {
+                    p.push(("address", why));
+                }
+            }
+        }
+    }
+    if e.method == AuthType::Cert {
+        if e.kind != HbaType::HostSsl {
+            p.push(("method", "cert is only supported on hostssl rules (as in PostgreSQL)".into()));
+        } else if c.ssl_ca_cert.is_none() || !c.ssl {
+            p.push((
+                "method",
+                "cert needs ssl: true and ssl_ca_cert (clients are asked for a certificate only with it)".into(),
+            ));
+        }
+    }
     p
 }
 
@@ -386,7 +599,9 @@ fn base64_len(s: &str) -> Option<usize> {
     Some(b.len() / 4 * 3 - pad)
 }
 
-fn is_md5_hash(pw: &str) -> bool {
+/// `md5` followed by 32 hex digits: an md5 password hash as PostgreSQL
+/// stores it (`md5` + hex(md5(password + user))).
+pub fn is_md5_hash(pw: &str) -> bool {
     pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|c| c.is_ascii_hexdigit())
 }
 
@@ -400,15 +615,37 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
     let mut w = Vec::new();
     for (i, u) in c.users.iter().enumerate() {
         match &u.password {
-            Some(_) if c.auth_type == AuthType::Trust => w.push(format!(
+            Some(_) if c.auth_type == AuthType::Trust && c.hba.is_empty() && c.hba_file.is_none() => w.push(format!(
                 "users[{i}].password: ignored with auth_type trust (any client may log in as '{}')",
                 u.name
+            )),
+            Some(pw) if is_md5_hash(pw) => w.push(format!(
+                "users[{i}].password: an md5 hash only works with method md5 (deprecated in PostgreSQL); \
+                 store a SCRAM verifier instead"
             )),
             Some(pw) if !pw.starts_with("SCRAM-SHA-256$") => {
                 w.push(format!("users[{i}].password: plaintext password in config; store a SCRAM verifier instead"))
             }
             _ => {}
         }
+    }
+    for (i, e) in c.hba.iter().enumerate() {
+        let open = e.address.as_deref().and_then(|a| parse_hba_address(a).ok()).is_some_and(|a| match a {
+            HbaAddress::All => true,
+            HbaAddress::Net { addr, .. } => !addr.is_loopback(),
+        });
+        if e.method == AuthType::Trust && open {
+            w.push(format!("hba[{i}]: trust for non-loopback addresses: anyone who can connect from there may log in"));
+        }
+        if e.kind == HbaType::HostSsl && !c.ssl {
+            w.push(format!("hba[{i}]: a hostssl rule never matches while ssl is false"));
+        }
+    }
+    if c.auth_type != AuthType::default() && (!c.hba.is_empty() || c.hba_file.is_some()) {
+        w.push("auth_type: ignored: hba rules choose the method of every connection".into());
+    }
+    if let Some(p) = &c.users_file {
+        w.extend(file_warnings(p).into_iter().map(|m| format!("users_file: {m}")));
     }
     if c.server_password.as_ref().is_some_and(SecretRef::is_plain) {
         w.push(
@@ -418,7 +655,11 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
     if c.rest_api.jwt_secret.as_ref().is_some_and(SecretRef::is_plain) {
         w.push("rest_api.jwt_secret: secret stored in config; use {file: ...} or {env: ...}".into());
     }
-    if c.auth_type == AuthType::Trust && c.listen_hosts().iter().any(|h| !is_loopback(h)) {
+    if c.auth_type == AuthType::Trust
+        && c.hba.is_empty()
+        && c.hba_file.is_none()
+        && c.listen_hosts().iter().any(|h| !is_loopback(h))
+    {
         w.push(format!(
             "auth_type: trust on non-loopback listen_addresses '{}': anyone who can connect may log in",
             c.listen_addresses
@@ -443,29 +684,34 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
     }
     if c.ssl {
         if let Some(key) = &c.ssl_key {
-            w.extend(key_file_warning(key));
+            w.extend(key_file_warning("ssl_key", key));
+        }
+    }
+    if c.rest_api.enabled {
+        if let Some(key) = &c.rest_api.ssl_key {
+            w.extend(key_file_warning("rest_api.ssl_key", key));
         }
     }
     w
 }
 
 /// PostgreSQL refuses a private key file that group or others may read;
-/// pgbalancer warns.
-fn key_file_warning(path: &Path) -> Option<String> {
+/// pgbalancer warns (`key`: the config key that names the file).
+fn key_file_warning(key: &str, path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
         (mode & 0o077 != 0).then(|| {
             format!(
-                "ssl_key: {}: file mode {mode:04o} lets group/others read the private key; run chmod 600",
+                "{key}: {}: file mode {mode:04o} lets group/others read the private key; run chmod 600",
                 path.display()
             )
         })
     }
     #[cfg(not(unix))]
     {
-        let _ = path;
+        let _ = (key, path);
         None
     }
 }

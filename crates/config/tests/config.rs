@@ -138,6 +138,8 @@ fn each_default() {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_max_ttl: Duration::from_secs(3600),
+            ssl_cert: None,
+            ssl_key: None,
         }
     );
     assert!(Config::default().validate("x").is_ok());
@@ -408,10 +410,9 @@ fn validation_edge_cases() {
     assert!(c.user("b").is_none());
     // Replicas only (no configured primary) is fine: roles are discovered.
     parse("backends: [{host: a, role: replica}, {host: b, role: auto}]\n").unwrap();
-    assert_eq!(
-        one_problem("users: [{name: a, password: md50123456789abcdef0123456789abcdef}]\n").key,
-        "users[0].password"
-    );
+    // md5 hashes are accepted (for method md5), with a warning.
+    let w = parse("users: [{name: a, password: md50123456789abcdef0123456789abcdef}]\n").unwrap().warnings();
+    assert!(w[0].starts_with("users[0].password: an md5 hash only works with method md5"), "{w:?}");
     assert_eq!(one_problem("rest_api: {enabled: true}\n").key, "rest_api.jwt_secret");
     parse("rest_api: {enabled: true, jwt_enabled: false}\n").unwrap();
     assert_eq!(
@@ -744,4 +745,231 @@ fn tls_warnings() {
     let w = parse(&format!("ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {key}\n")).unwrap().warnings();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with(&format!("ssl_key: {key}: file mode 0640")), "{w:?}");
+}
+
+/// HTTPS for the admin API: both files or neither, named by their key;
+/// the files are not opened by validation (bctl reads the config too, and
+/// may not be allowed to read the daemon's key); a key file others may read
+/// gives a warning while the API is enabled.
+#[cfg(unix)]
+#[test]
+fn rest_api_tls_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, d) = tls_files();
+    let c = parse(&format!(
+        "rest_api:\n  enabled: true\n  jwt_secret_file: /s\n  ssl_cert: {d}/cert.pem\n  ssl_key: {d}/key.pem\n"
+    ))
+    .unwrap();
+    assert_eq!(c.rest_api.ssl_cert, Some(PathBuf::from(format!("{d}/cert.pem"))));
+    assert_eq!(c.rest_api.ssl_key, Some(PathBuf::from(format!("{d}/key.pem"))));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // Files that do not exist (yet, or for this user) pass validation.
+    parse("rest_api: {ssl_cert: /nonexistent/cert.pem, ssl_key: /nonexistent/key.pem}\n").unwrap();
+
+    for (yaml, key) in [
+        ("rest_api: {ssl_cert: /c.pem}\n", "rest_api.ssl_key"),
+        ("rest_api: {ssl_key: /k.pem}\n", "rest_api.ssl_cert"),
+        ("rest_api: {enabled: true, jwt_secret_file: /s, ssl_key: /k.pem}\n", "rest_api.ssl_cert"),
+    ] {
+        let p = one_problem(yaml);
+        assert_eq!(p.key, key, "{yaml}");
+        assert!(p.message.contains("both or neither"), "{yaml}: {}", p.message);
+    }
+    let p = one_problem("rest_api: {ssl_cert: '', ssl_key: /k.pem}\n");
+    assert_eq!((p.key.as_str(), p.message.as_str()), ("rest_api.ssl_cert", "must not be empty"));
+
+    let key = format!("{d}/key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let yaml = |enabled: bool| {
+        format!(
+            "rest_api:\n  enabled: {enabled}\n  jwt_secret_file: /s\n  ssl_cert: {d}/cert.pem\n  ssl_key: {key}\n"
+        )
+    };
+    let w = parse(&yaml(true)).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with(&format!("rest_api.ssl_key: {key}: file mode 0644")), "{w:?}");
+    assert!(w[0].ends_with("run chmod 600"), "{w:?}");
+    assert!(parse(&yaml(false)).unwrap().warnings().is_empty(), "the API is off: its key is not used");
+}
+
+#[test]
+fn auth_keys_parse_with_defaults() {
+    let c = Config::default();
+    assert_eq!((c.users_file.as_deref(), c.auth_user.as_deref(), c.auth_dbname.as_str()), (None, None, "postgres"));
+    assert_eq!(c.auth_query, DEFAULT_AUTH_QUERY);
+    assert!(c.auth_query.contains("$1") && c.auth_query.contains("rolvaliduntil"));
+    assert!(c.hba.is_empty() && c.hba_file.is_none());
+    assert_eq!(c.max_unauthenticated_clients, 1000);
+    assert_eq!((c.auth_failure_limit, c.auth_failure_window), (20, Duration::from_secs(60)));
+
+    let (_dir, d) = tls_files();
+    let c = parse(&format!(
+        "auth_type: md5\nusers_file: {d}/ca.pem\nauth_user: pgb_auth\nauth_dbname: auth\n\
+         auth_query: 'SELECT * FROM pgb.lookup($1)'\nusers: [{{name: app}}]\n\
+         max_unauthenticated_clients: 10\nauth_failure_limit: 0\nauth_failure_window: 0\n\
+         ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\nssl_ca_cert: {d}/ca.pem\n\
+         hba:\n\
+         \x20 - {{type: hostssl, database: all, user: admin, address: 10.0.0.0/8, method: cert}}\n\
+         \x20 - {{type: hostnossl, database: 'app,reports', user: all, address: '::1', method: md5}}\n\
+         \x20 - {{type: host, database: sameuser, user: all, address: all, method: reject}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.auth_type, AuthType::Md5);
+    assert_eq!(c.hba.len(), 3);
+    assert_eq!(c.hba[0].kind, HbaType::HostSsl);
+    assert_eq!(c.hba[0].method, AuthType::Cert);
+    assert_eq!(c.hba[1].address.as_deref(), Some("::1"));
+    assert_eq!(c.hba[2].method, AuthType::Reject);
+    for (m, name) in
+        [(AuthType::Trust, "trust"), (AuthType::Reject, "reject"), (AuthType::Md5, "md5"), (AuthType::Cert, "cert")]
+    {
+        assert_eq!(m.to_string(), name);
+        assert_eq!(
+            parse(&format!(
+                "auth_type: {name}\nssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\nssl_ca_cert: {d}/ca.pem\n"
+            ))
+            .unwrap()
+            .auth_type,
+            m
+        );
+    }
+    let w = c.warnings();
+    assert!(w.iter().any(|m| m.starts_with("auth_type: ignored: hba rules")), "{w:?}");
+}
+
+#[test]
+fn auth_key_problems() {
+    let (_dir, d) = tls_files();
+    let tls = format!("ssl: true\nssl_cert: {d}/cert.pem\nssl_key: {d}/key.pem\n");
+    for (yaml, key, needle) in [
+        ("auth_user: ''\n".to_string(), "auth_user", "must not be empty"),
+        ("auth_query: 'SELECT 1'\n".into(), "auth_query", "must use $1"),
+        ("auth_dbname: ' '\n".into(), "auth_dbname", "must not be empty"),
+        ("users_file: /nonexistent/userlist.txt\n".into(), "users_file", "cannot read"),
+        ("hba_file: /nonexistent/hba.conf\n".into(), "hba_file", "cannot read"),
+        (
+            format!(
+                "hba_file: {d}/ca.pem\nhba: [{{type: host, database: all, user: all, address: all, method: trust}}]\n"
+            ),
+            "hba_file",
+            "conflicts with hba",
+        ),
+        ("auth_type: cert\n".into(), "auth_type", "cert needs ssl: true"),
+        (format!("auth_type: cert\n{tls}"), "auth_type", "cert needs ssl_ca_cert"),
+        ("max_unauthenticated_clients: 0\n".into(), "max_unauthenticated_clients", "at least 1"),
+        ("auth_failure_window: 0\n".into(), "auth_failure_window", "greater than 0"),
+        (
+            "hba: [{type: local, database: all, user: all, method: trust}]\n".into(),
+            "hba[0].type",
+            "local (Unix socket)",
+        ),
+        ("hba: [{type: host, database: all, user: all, method: trust}]\n".into(), "hba[0].address", "required"),
+        (
+            "hba: [{type: host, database: all, user: all, address: db.example.com, method: trust}]\n".into(),
+            "hba[0].address",
+            "host names are not supported",
+        ),
+        (
+            "hba: [{type: host, database: all, user: all, address: 10.0.0.0/40, method: trust}]\n".into(),
+            "hba[0].address",
+            "prefix length",
+        ),
+        (
+            "hba: [{type: host, database: all, user: all, address: samenet, method: trust}]\n".into(),
+            "hba[0].address",
+            "samenet is not supported",
+        ),
+        (
+            "hba: [{type: host, database: 'a,,b', user: all, address: all, method: trust}]\n".into(),
+            "hba[0].database",
+            "empty name",
+        ),
+        (
+            "hba: [{type: host, database: all, user: '+admins', address: all, method: trust}]\n".into(),
+            "hba[0].user",
+            "+role",
+        ),
+        (
+            "hba: [{type: host, database: samerole, user: all, address: all, method: trust}]\n".into(),
+            "hba[0].database",
+            "samerole is not supported",
+        ),
+        (
+            format!("{tls}hba: [{{type: host, database: all, user: all, address: all, method: cert}}]\n"),
+            "hba[0].method",
+            "only supported on hostssl",
+        ),
+        (
+            format!("{tls}hba: [{{type: hostssl, database: all, user: all, address: all, method: cert}}]\n"),
+            "hba[0].method",
+            "needs ssl: true and ssl_ca_cert",
+        ),
+        ("users: [{name: a}]\n".into(), "users[0].password", "required with auth_type scram-sha-256"),
+    ] {
+        let p = one_problem(&yaml);
+        assert_eq!(p.key, key, "{yaml}");
+        assert!(p.message.contains(needle), "{yaml}: {}", p.message);
+    }
+    // Unknown types and methods are parse errors that list the choices.
+    let e = parse("hba: [{type: hostgssenc, database: all, user: all, address: all, method: md5}]\n").unwrap_err();
+    assert!(e.to_string().contains("hostgssenc"), "{e}");
+    let e = parse("auth_type: password\n").unwrap_err();
+    assert!(e.to_string().contains("scram-sha-256"), "{e}");
+    // A password can come from elsewhere: no problem without one then.
+    parse("users: [{name: a}]\nauth_user: lookup\n").unwrap();
+    parse(&format!("users: [{{name: a}}]\nusers_file: {d}/ca.pem\n")).unwrap();
+    parse("users: [{name: a}]\nhba: [{type: host, database: all, user: all, address: all, method: trust}]\n").unwrap();
+    // An md5 hash cannot serve the admin API's password login.
+    let p = one_problem("users: [{name: ops, password: md50123456789abcdef0123456789abcdef}]\nstats_users: [ops]\n");
+    assert_eq!(p.key, "stats_users[0]");
+    assert!(p.message.contains("md5 hash"), "{}", p.message);
+    // admin_users must be in users only when nothing else can know them.
+    assert_eq!(one_problem("admin_users: [ops]\n").key, "admin_users[0]");
+    parse("admin_users: [ops]\nauth_user: lookup\n").unwrap();
+}
+
+#[test]
+fn hba_addresses() {
+    use std::net::IpAddr;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let net = |s: &str| parse_hba_address(s).unwrap();
+    assert_eq!(net("all"), HbaAddress::All);
+    assert!(net("10.0.0.0/8").contains(ip("10.255.0.1")));
+    assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+    assert!(net("10.1.2.3/8").contains(ip("10.9.9.9")), "host bits are masked off");
+    assert!(net("127.0.0.1").contains(ip("127.0.0.1")) && !net("127.0.0.1").contains(ip("127.0.0.2")));
+    assert!(net("0.0.0.0/0").contains(ip("192.0.2.1")) && !net("0.0.0.0/0").contains(ip("::1")));
+    assert!(net("10.0.0.0/8").contains(ip("::ffff:10.1.1.1")), "IPv4-mapped clients match IPv4 rules");
+    assert!(net("fd00::/8").contains(ip("fd12::1")) && !net("fd00::/8").contains(ip("fe80::1")));
+    assert!(net("::/0").contains(ip("::1")) && !net("::/0").contains(ip("10.0.0.1")));
+    assert!(net("::1/128").contains(ip("::1")));
+    for bad in ["", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "::1/129", "host.example", "10.0.0.0/8/8"] {
+        assert!(parse_hba_address(bad).is_err(), "{bad:?}");
+    }
+    let v4 = ip("10.0.0.0");
+    assert_eq!(mask_prefix_len(v4, "255.255.0.0"), Ok(16));
+    assert_eq!(mask_prefix_len(v4, "0.0.0.0"), Ok(0));
+    assert_eq!(mask_prefix_len(v4, "255.255.255.255"), Ok(32));
+    assert!(mask_prefix_len(v4, "255.0.255.0").is_err());
+    assert!(mask_prefix_len(v4, "ffff::").is_err());
+    assert_eq!(mask_prefix_len(ip("fd00::"), "ffff:ff00::"), Ok(24));
+}
+
+#[cfg(unix)]
+#[test]
+fn users_file_permissions_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, d) = tls_files();
+    let f = format!("{d}/ca.pem");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let w = parse(&format!("users_file: {f}\n")).unwrap().warnings();
+    assert!(w.iter().any(|m| m.starts_with(&format!("users_file: {f}: file mode 0644"))), "{w:?}");
+    let w = parse("hba: [{type: host, database: all, user: all, address: 10.0.0.0/8, method: trust}]\n")
+        .unwrap()
+        .warnings();
+    assert!(w.iter().any(|m| m.starts_with("hba[0]: trust for non-loopback")), "{w:?}");
+    let w = parse("hba: [{type: hostssl, database: all, user: all, address: 127.0.0.1, method: trust}]\n")
+        .unwrap()
+        .warnings();
+    assert_eq!(w, ["hba[0]: a hostssl rule never matches while ssl is false"]);
 }

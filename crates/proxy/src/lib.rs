@@ -12,6 +12,7 @@ pub mod client;
 pub mod clients;
 pub mod control;
 pub mod error;
+pub mod hba;
 pub mod measure;
 pub mod pool;
 pub mod prepared;
@@ -58,6 +59,9 @@ pub struct Shared {
     /// Protocol-level prepared statements of transaction-mode clients.
     pub statements: prepared::Registry,
     pub stats: stats::Stats,
+    /// Failed logins per client address (`auth_failure_limit`); kept
+    /// across reloads.
+    pub auth_failures: auth::limit::FailureLimiter,
     /// PgBouncer's PAUSE/RESUME.
     pub pause: control::Pause,
     /// Every logged-in client.

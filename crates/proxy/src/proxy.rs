@@ -81,6 +81,7 @@ impl ProxyHandle {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             stats: Stats::default(),
+            auth_failures: Default::default(),
             pause: crate::control::Pause::default(),
             clients: Arc::default(),
             traffic: crate::measure::Traffic::default(),

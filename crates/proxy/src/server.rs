@@ -35,6 +35,9 @@ pub const READ_WHILE_WRITING_CAP: usize = 1 << 20;
 pub enum ServerSecret {
     None,
     Password(String),
+    /// A stored md5 hash (`md5` + 32 hex digits, from `users_file` or
+    /// `auth_query`): answers an md5 challenge without the password.
+    Md5Hash(String),
     /// SCRAM keys recovered from a client's login (pass-through).
     ScramKeys {
         client_key: [u8; 32],
@@ -49,6 +52,7 @@ impl std::fmt::Debug for ServerSecret {
         f.write_str(match self {
             ServerSecret::None => "None",
             ServerSecret::Password(_) => "Password(<redacted>)",
+            ServerSecret::Md5Hash(_) => "Md5Hash(<redacted>)",
             ServerSecret::ScramKeys { .. } => "ScramKeys(<redacted>)",
         })
     }
@@ -192,14 +196,17 @@ impl ServerConn {
                             write::password_message(&mut out, p);
                         }
                         auth_code::MD5_PASSWORD => {
-                            let ServerSecret::Password(p) = &login.secret else {
-                                return Err(ServerError::NoPassword(login.user.clone()));
-                            };
                             let salt: [u8; 4] = rest
                                 .get(..4)
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or(ServerError::Protocol("short md5 salt"))?;
-                            write::password_message(&mut out, &md5::md5_password_response(&login.user, p, salt));
+                            let response = match &login.secret {
+                                ServerSecret::Password(p) => md5::md5_password_response(&login.user, p, salt),
+                                ServerSecret::Md5Hash(h) => md5::md5_response_from_stored(h, salt)
+                                    .ok_or_else(|| ServerError::NoPassword(login.user.clone()))?,
+                                _ => return Err(ServerError::NoPassword(login.user.clone())),
+                            };
+                            write::password_message(&mut out, &response);
                         }
                         auth_code::SASL => {
                             if !read::sasl_mechanisms(rest).any(|m| m == scram::MECHANISM.as_bytes()) {
@@ -207,6 +214,11 @@ impl ServerConn {
                             }
                             let secret = match &login.secret {
                                 ServerSecret::None => return Err(ServerError::NoPassword(login.user.clone())),
+                                ServerSecret::Md5Hash(_) => {
+                                    return Err(ServerError::Auth(
+                                        "server asks for SCRAM, but only an md5 hash is known for this user".into(),
+                                    ))
+                                }
                                 ServerSecret::Password(p) => scram::ClientSecret::Password(p.clone()),
                                 ServerSecret::ScramKeys { client_key, server_key, salt, iterations } => {
                                     scram::ClientSecret::Keys {

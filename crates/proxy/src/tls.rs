@@ -57,6 +57,10 @@ pub struct ClientTls {
     pub mode: ClientSslMode,
     /// Direct TLS (first byte 0x16, ALPN `postgresql`) is accepted.
     pub direct: bool,
+    /// SCRAM `tls-server-end-point` channel binding data: the hash of the
+    /// certificate presented (RFC 5929); None when its signature algorithm
+    /// names no hash (then `SCRAM-SHA-256-PLUS` is not offered).
+    pub end_point: Option<Arc<[u8]>>,
 }
 
 /// How server connections are opened.
@@ -133,10 +137,12 @@ impl TlsState {
     /// reload can refuse a bad certificate and keep the old one.
     pub fn prepare(c: &Config) -> Result<Prepared, TlsError> {
         let client = if c.ssl {
+            let (config, end_point) = server_config(c)?;
             Some(Arc::new(ClientTls {
-                config: Arc::new(server_config(c)?),
+                config: Arc::new(config),
                 mode: c.client_ssl_mode(),
                 direct: c.ssl_direct,
+                end_point: end_point.map(Arc::from),
             }))
         } else {
             None
@@ -172,11 +178,13 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The acceptor's config: certificate chain and key, client certificates
-/// verified against `ssl_ca_cert` when one is presented, ALPN `postgresql`.
-fn server_config(c: &Config) -> Result<ServerConfig, TlsError> {
+/// verified against `ssl_ca_cert` when one is presented, ALPN `postgresql`;
+/// and the leaf certificate's channel binding data.
+fn server_config(c: &Config) -> Result<(ServerConfig, Option<Vec<u8>>), TlsError> {
     let cert_path = c.ssl_cert.as_deref().ok_or_else(|| TlsError::new("ssl_cert", "required when ssl is true"))?;
     let key_path = c.ssl_key.as_deref().ok_or_else(|| TlsError::new("ssl_key", "required when ssl is true"))?;
     let certs = load_certs("ssl_cert", cert_path)?;
+    let end_point = crate::auth::x509::tls_server_end_point(&certs[0]);
     let key = load_key("ssl_key", key_path)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
@@ -198,7 +206,7 @@ fn server_config(c: &Config) -> Result<ServerConfig, TlsError> {
     // PostgreSQL 17: a client that offers ALPN must offer `postgresql`
     // (rustls refuses the handshake otherwise); direct TLS checks it is there.
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-    Ok(config)
+    Ok((config, end_point))
 }
 
 fn load_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -6,7 +6,10 @@
 //! for pass-through (as PgBouncer does), with the ClientKey that a
 //! `ServerExchange` recovered from the client plus the verifier's ServerKey.
 //!
-//! * No channel binding: GS2 flag `p=` is refused; `n` and `y` are accepted.
+//! * Channel binding `tls-server-end-point` (RFC 5929) on the server side,
+//!   as PostgreSQL: see [`ChannelBinding`]. GS2 flag `p=` is accepted only
+//!   when the client chose `SCRAM-SHA-256-PLUS`; `y` is refused when the
+//!   server offered it (a downgrade). The client side sends `n`.
 //! * No authzid (`a=`), no mandatory extensions (`m=`); other extensions are
 //!   ignored, as PostgreSQL does. The `n=` username is ignored (PostgreSQL uses
 //!   the startup-message user).
@@ -28,6 +31,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding, offered over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel binding type PostgreSQL (and pgbalancer) supports.
+pub const CHANNEL_BINDING_TYPE: &str = "tls-server-end-point";
+/// Longest channel binding data (a SHA-512 hash).
+const MAX_CHANNEL_BINDING_LEN: usize = 64;
 /// Iterations used by [`Verifier::generate`] and [`Verifier::dummy`] (PostgreSQL's default).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 /// Largest iteration count accepted from a verifier or a server.
@@ -48,6 +57,19 @@ pub enum ScramError {
     UnsupportedChannelBinding,
     #[error("SCRAM channel binding does not match the GS2 header")]
     ChannelBindingMismatch,
+    /// `p=` with a type other than `tls-server-end-point`.
+    #[error("unsupported SCRAM channel-binding type")]
+    UnsupportedChannelBindingType,
+    /// The client chose `SCRAM-SHA-256-PLUS` but sent `n` or `y`.
+    #[error("the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data")]
+    ChannelBindingRequired,
+    /// The client chose `SCRAM-SHA-256` but sent `p=`.
+    #[error("the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data")]
+    ChannelBindingUnexpected,
+    /// `y`: the client supports channel binding and thinks the server does
+    /// not, but the server offered it: someone removed it on the way.
+    #[error("SCRAM channel binding negotiation error")]
+    ChannelBindingDowngrade,
     #[error("SCRAM authorization identity (a=) is not supported")]
     UnsupportedAuthzid,
     #[error("unsupported mandatory SCRAM extension (m=)")]
@@ -231,6 +253,32 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// Channel binding for one server exchange: what was offered, and what
+/// the client chose.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Not offered (plaintext, or a certificate whose hash RFC 5929 does
+    /// not define): `n` and `y` are fine, `p=` is refused.
+    Unsupported,
+    /// `SCRAM-SHA-256-PLUS` was offered and the client chose
+    /// `SCRAM-SHA-256`: `n` is fine, `y` is a downgrade, `p=` is refused.
+    NotUsed,
+    /// The client chose `SCRAM-SHA-256-PLUS`: it must send
+    /// `p=tls-server-end-point` and this data (the hash of pgbalancer's
+    /// certificate) in `c=`.
+    Used(Vec<u8>),
+}
+
+impl fmt::Debug for ChannelBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChannelBinding::Unsupported => "Unsupported",
+            ChannelBinding::NotUsed => "NotUsed",
+            ChannelBinding::Used(_) => "Used(..)",
+        })
+    }
+}
+
 enum ServerState {
     Initial,
     /// `auth_prefix` = client-first-message-bare "," server-first-message ",".
@@ -249,17 +297,26 @@ enum ServerState {
 pub struct ServerExchange {
     verifier: Verifier,
     server_nonce: String,
+    binding: ChannelBinding,
     state: ServerState,
 }
 
 impl ServerExchange {
-    /// Starts an exchange with a random 18-byte (24 base64 characters) server nonce.
+    /// Starts an exchange without channel binding, with a random 18-byte
+    /// (24 base64 characters) server nonce.
     pub fn new(verifier: Verifier) -> Self {
         Self::with_nonce(verifier, random_nonce())
     }
 
+    /// Starts an exchange with channel binding as offered and chosen.
+    pub fn with_channel_binding(verifier: Verifier, binding: ChannelBinding) -> Self {
+        let mut ex = Self::with_nonce(verifier, random_nonce());
+        ex.binding = binding;
+        ex
+    }
+
     pub(crate) fn with_nonce(verifier: Verifier, server_nonce: String) -> Self {
-        ServerExchange { verifier, server_nonce, state: ServerState::Initial }
+        ServerExchange { verifier, server_nonce, binding: ChannelBinding::Unsupported, state: ServerState::Initial }
     }
 
     /// Takes the client-first-message (the SASLInitialResponse data) and returns
@@ -273,9 +330,20 @@ impl ServerExchange {
         let mut parts = msg.splitn(3, |&b| b == b',');
         let (flag, authzid) = (parts.next().unwrap_or_default(), parts.next());
         let bare = parts.next().ok_or(Malformed("missing GS2 header"))?;
-        match flag {
-            b"n" | b"y" => {}
-            [b'p', b'=', ..] => return Err(ScramError::UnsupportedChannelBinding),
+        // As PostgreSQL's read_client_first_message.
+        match (flag, &self.binding) {
+            (b"n", ChannelBinding::Used(_)) | (b"y", ChannelBinding::Used(_)) => {
+                return Err(ScramError::ChannelBindingRequired)
+            }
+            (b"y", ChannelBinding::NotUsed) => return Err(ScramError::ChannelBindingDowngrade),
+            (b"n" | b"y", _) => {}
+            ([b'p', b'=', name @ ..], ChannelBinding::Used(_)) => {
+                if name != CHANNEL_BINDING_TYPE.as_bytes() {
+                    return Err(ScramError::UnsupportedChannelBindingType);
+                }
+            }
+            ([b'p', b'=', ..], ChannelBinding::NotUsed) => return Err(ScramError::ChannelBindingUnexpected),
+            ([b'p', b'=', ..], ChannelBinding::Unsupported) => return Err(ScramError::UnsupportedChannelBinding),
             _ => return Err(Malformed("bad channel binding flag")),
         }
         match authzid.unwrap_or_default() {
@@ -322,8 +390,16 @@ impl ServerExchange {
         let cbind = attr(fields.next(), b'c', "missing channel binding")?;
         let their_nonce = attr(fields.next(), b'r', "missing nonce")?;
         check_extensions(fields)?;
-        let cbind = b64_decode(cbind, 64).ok_or(Malformed("bad channel binding encoding"))?;
-        if cbind != gs2_header {
+        // c= is base64(gs2-header + channel binding data); the data only
+        // with p=, where it must be the hash of our certificate.
+        let cbind = b64_decode(cbind, gs2_header.len() + MAX_CHANNEL_BINDING_LEN)
+            .ok_or(Malformed("bad channel binding encoding"))?;
+        let data: &[u8] = match &self.binding {
+            ChannelBinding::Used(d) => d,
+            _ => &[],
+        };
+        let expected = [&gs2_header[..], data].concat();
+        if !bool::from(cbind.ct_eq(&expected)) {
             return Err(ScramError::ChannelBindingMismatch);
         }
         if their_nonce != nonce {

@@ -272,3 +272,68 @@ fn parsers_are_total() {
         }
     }
 }
+
+/// A client-final-message for `gs2` (the GS2 header) and channel binding
+/// `data`, with the proof of `password` (what libpq computes).
+fn cbind_final(password: &str, v: &Verifier, client_first: &str, server_first: &[u8], data: &[u8]) -> Vec<u8> {
+    let bare = client_first.splitn(3, ',').nth(2).unwrap();
+    let gs2 = &client_first[..client_first.len() - bare.len()];
+    let nonce = std::str::from_utf8(server_first).unwrap().split(',').next().unwrap();
+    let cbind = B64.encode([gs2.as_bytes(), data].concat());
+    let without_proof = format!("c={cbind},{nonce}");
+    let auth_message = [bare.as_bytes(), b",", server_first, b",", without_proof.as_bytes()].concat();
+    let (client_key, _) = password_keys(password, &v.salt, v.iterations);
+    let proof = xor32(&client_key, &hmac(&sha256(&client_key), &[&auth_message]));
+    format!("{without_proof},p={}", B64.encode(proof)).into_bytes()
+}
+
+#[test]
+fn channel_binding_tls_server_end_point() {
+    let v = cheap("pw");
+    let data = [0x5a; 32];
+    let first = "p=tls-server-end-point,,n=,r=clientnonce";
+    let used = || ServerExchange::with_channel_binding(v.clone(), ChannelBinding::Used(data.to_vec()));
+
+    // The right data: success, with the ClientKey for pass-through.
+    let mut s = used();
+    let server_first = s.client_first(first.as_bytes()).unwrap();
+    let fin = cbind_final("pw", &v, first, &server_first, &data);
+    assert!(s.client_final(&fin).is_ok());
+    assert!(s.client_key().is_some());
+
+    // Data of another certificate (a man in the middle): refused before
+    // the proof is even looked at, whatever the password.
+    let mut s = used();
+    let server_first = s.client_first(first.as_bytes()).unwrap();
+    let fin = cbind_final("pw", &v, first, &server_first, &[0x5b; 32]);
+    assert_eq!(s.client_final(&fin), Err(ChannelBindingMismatch));
+    // No data at all after p=.
+    let mut s = used();
+    let server_first = s.client_first(first.as_bytes()).unwrap();
+    let fin = cbind_final("pw", &v, first, &server_first, b"");
+    assert_eq!(s.client_final(&fin), Err(ChannelBindingMismatch));
+
+    // Negotiation, as PostgreSQL.
+    let first_with = |b: ChannelBinding, m: &str| {
+        ServerExchange::with_channel_binding(v.clone(), b).client_first(m.as_bytes()).map(drop)
+    };
+    use ChannelBinding::*;
+    assert_eq!(first_with(Used(data.to_vec()), "n,,n=,r=a"), Err(ChannelBindingRequired));
+    assert_eq!(first_with(Used(data.to_vec()), "y,,n=,r=a"), Err(ChannelBindingRequired));
+    assert_eq!(first_with(Used(data.to_vec()), "p=tls-unique,,n=,r=a"), Err(UnsupportedChannelBindingType));
+    assert_eq!(first_with(NotUsed, "y,,n=,r=a"), Err(ChannelBindingDowngrade));
+    assert_eq!(first_with(NotUsed, "n,,n=,r=a"), Ok(()));
+    assert_eq!(first_with(NotUsed, first), Err(ChannelBindingUnexpected));
+    assert_eq!(first_with(Unsupported, "y,,n=,r=a"), Ok(()));
+    assert_eq!(first_with(Unsupported, first), Err(UnsupportedChannelBinding));
+
+    // Without channel binding, c= must be exactly the GS2 header.
+    let mut s = ServerExchange::with_channel_binding(v.clone(), NotUsed);
+    let server_first = s.client_first(b"n,,n=,r=abc").unwrap();
+    let fin = cbind_final("pw", &v, "n,,n=,r=abc", &server_first, &data);
+    assert_eq!(s.client_final(&fin), Err(ChannelBindingMismatch));
+    let mut s = ServerExchange::with_channel_binding(v.clone(), NotUsed);
+    let server_first = s.client_first(b"n,,n=,r=abc").unwrap();
+    let fin = cbind_final("pw", &v, "n,,n=,r=abc", &server_first, b"");
+    assert!(s.client_final(&fin).is_ok());
+}

@@ -31,6 +31,9 @@ pub struct ClientConn {
     pub read_buf: BytesMut,
     pub write_buf: BytesMut,
     pub peer: SocketAddr,
+    /// SCRAM channel binding data of the certificate this connection's
+    /// TLS handshake presented (set by the login; see `ClientTls`).
+    pub tls_end_point: Option<Arc<[u8]>>,
 }
 
 /// A TLS peer's EOF without close_notify is still the client leaving.
@@ -45,7 +48,13 @@ fn tls_read_error(e: std::io::Error) -> ClientError {
 impl ClientConn {
     /// Buffers start empty and grow on use, so an idle client costs little.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> ClientConn {
-        ClientConn { stream: ClientStream::Plain(stream), read_buf: BytesMut::new(), write_buf: BytesMut::new(), peer }
+        ClientConn {
+            stream: ClientStream::Plain(stream),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            peer,
+            tls_end_point: None,
+        }
     }
 
     /// Whether the connection is encrypted.
@@ -58,6 +67,13 @@ impl ClientConn {
         let ClientStream::Tls(s) = &self.stream else { return None };
         let c = s.get_ref().1;
         Some((c.protocol_version()?, c.negotiated_cipher_suite()?.suite()))
+    }
+
+    /// The certificate the client presented in the TLS handshake (its
+    /// chain was verified against `ssl_ca_cert` then), if any.
+    pub fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        let ClientStream::Tls(s) = &self.stream else { return None };
+        s.get_ref().1.peer_certificates()?.first()
     }
 
     /// The first byte the client sent, left in the socket. Only before

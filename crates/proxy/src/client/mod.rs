@@ -23,7 +23,7 @@ use crate::stats::ClientSlot;
 use crate::topology::{NoNode, Primary};
 use crate::{Phase, Shared};
 use conn::ClientConn;
-use login::{Opening, ScramPass};
+use login::{Authenticated, Opening};
 use params::ClientParams;
 use session::{link_error_message, link_server, sleep_unless_zero, Link, Session};
 
@@ -134,12 +134,17 @@ enum Opened {
 }
 
 async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Opened>, Error> {
+    // ---- authentication (login.rs): a place among unauthenticated
+    // connections (max_unauthenticated_clients), held until it ends.
+    let unauthenticated = login::admit(conn, shared).await?;
     let msg = match login::negotiate(conn, shared).await? {
         Opening::Cancel => return Ok(None),
         Opening::Startup(m) => m,
     };
     let id = login::check_startup(conn, &msg).await?;
-    let scram = login::authenticate(conn, shared, &id.user).await?;
+    let auth = login::authenticate(conn, shared, &id).await?;
+    drop(unauthenticated);
+    // ---- end of authentication
     if id.database == console::DATABASE {
         let Some(access) = console::access(&shared.config.load(), &id.user) else {
             let msg =
@@ -162,7 +167,7 @@ async fn login(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<Option<Ope
 
     let mut params = ClientParams::from_startup(&msg);
     let config = shared.config.load_full();
-    let server_login = server_login(shared, &id.user, &id.database, scram.as_ref());
+    let server_login = server_login(shared, &id.user, &id.database, &auth);
     let mode = config.pool_mode;
     let wait = config.query_wait_timeout;
 
@@ -293,9 +298,10 @@ async fn login_node(shared: &Shared, config: &Config, params: &ClientParams, mut
 }
 
 /// How to log in to servers for this client: `server_user` with
-/// `server_password` when configured; otherwise as the client, with the
-/// password from the config or the SCRAM keys the client just proved.
-fn server_login(shared: &Shared, user: &str, database: &str, scram: Option<&ScramPass>) -> ServerLogin {
+/// `server_password` when configured; otherwise as the client, with what
+/// authentication learned (its password, md5 hash, or the SCRAM keys the
+/// client just proved: pass-through), else `server_password`.
+fn server_login(shared: &Shared, user: &str, database: &str, auth: &Authenticated) -> ServerLogin {
     let config = shared.config.load();
     let configured = config.server_password().ok().flatten().map(ServerSecret::Password);
     if let Some(server_user) = &config.server_user {
@@ -305,19 +311,6 @@ fn server_login(shared: &Shared, user: &str, database: &str, scram: Option<&Scra
             secret: configured.unwrap_or(ServerSecret::None),
         };
     }
-    let plaintext = match scram {
-        Some(s) => s.plaintext.clone(),
-        None => shared.users.load().users.get(user).and_then(|u| u.plaintext.clone()),
-    };
-    let secret = match (plaintext, scram) {
-        (Some(p), _) => ServerSecret::Password(p),
-        (None, Some(s)) => ServerSecret::ScramKeys {
-            client_key: s.client_key,
-            server_key: s.verifier.server_key,
-            salt: s.verifier.salt.clone(),
-            iterations: s.verifier.iterations,
-        },
-        (None, None) => configured.unwrap_or(ServerSecret::None),
-    };
+    let secret = auth.server_secret.clone().or(configured).unwrap_or(ServerSecret::None);
     ServerLogin { user: user.to_owned(), database: database.to_owned(), secret }
 }

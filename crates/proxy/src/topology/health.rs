@@ -100,7 +100,8 @@ async fn round(
         }
     };
     let timeout = config.health_check_timeout;
-    let checks = topology.nodes().iter().zip(conns.iter_mut()).map(|(node, conn)| check(node, conn, tls, &login, timeout));
+    let checks =
+        topology.nodes().iter().zip(conns.iter_mut()).map(|(node, conn)| check(node, conn, tls, &login, timeout));
     let outcomes = futures_util::future::join_all(checks).await;
 
     let primary_lsn = outcomes.iter().zip(topology.nodes()).find_map(|(o, n)| match o {
