@@ -82,8 +82,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     conn.release_login_buffers();
     let (user, database) = (done.user.clone(), done.database.clone());
+    let application_name = if log_conn || log_disc {
+        done.params.get("application_name").unwrap_or_default().to_owned()
+    } else {
+        String::new()
+    };
     if log_conn {
-        tracing::info!(%user, %database, host = %peer.ip(), "connection authorized");
+        tracing::info!(%user, %database, %application_name, host = %peer.ip(), "connection authorized");
     }
     let entry =
         shared.clients.register(peer, &user, &database, done.params.get("application_name").unwrap_or_default());
@@ -104,7 +109,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
     if log_disc {
         let secs = started.elapsed().as_secs_f64();
-        tracing::info!(%user, %database, host = %peer.ip(), "disconnection: session time: {secs:.3}s");
+        tracing::info!(
+            %user, %database, %application_name, host = %peer.ip(),
+            "disconnection: session time: {secs:.3}s"
+        );
     }
 }
 

@@ -430,7 +430,7 @@ impl Session {
                         continue;
                     }
                     let (code, msg) = match &last_error {
-                        Some(e) => link_error_message(&**e),
+                        Some(e) => link_error_message(e),
                         None => (
                             sqlstate::CANNOT_CONNECT_NOW,
                             "pgbalancer: no primary is available (failover_wait_timeout reached)".to_owned(),
