@@ -1083,3 +1083,45 @@ async fn auth_failures_are_audited_without_secrets() {
     assert_eq!(g["fields"]["reason"], "unknown_user");
     assert_eq!(g["fields"]["application_name"], "auth-tests");
 }
+
+/// Scenario 19: a client whose `search_path` puts its own schema before
+/// `pg_catalog` (`options=-c search_path=evil,pg_catalog`) cannot redirect
+/// pgbalancer's own queries: the read-back of its settings and their
+/// replay on a server are schema-qualified, so look-alike functions in
+/// `evil` are never called, and the next client's server is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_queries_ignore_a_hostile_search_path() {
+    let db = fresh_db("auth_searchpath");
+    superuser(&db)
+        .await
+        .batch_execute(
+            "CREATE SCHEMA evil; GRANT USAGE ON SCHEMA evil TO app;\n\
+             CREATE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE sql AS $$SELECT 'pwned'::text$$;\n\
+             CREATE FUNCTION evil.current_setting(text, boolean) RETURNS text LANGUAGE sql AS $$SELECT 'pwned'::text$$;\n\
+             CREATE FUNCTION evil.set_config(text, text, boolean) RETURNS text LANGUAGE sql AS $$SELECT 'pwned'::text$$;",
+        )
+        .await
+        .expect("evil schema");
+    let proxy = TestProxy::start(pool_of_one(base_config())).await;
+    let info = format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db} options='-c search_path=evil,pg_catalog'",
+        proxy.port()
+    );
+    let (hostile, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await.expect("login");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    // The client's own view: its search_path holds.
+    assert_eq!(one(&hostile, "SHOW search_path").await.unwrap(), "evil,pg_catalog");
+    // A setting read back after the transaction and set again on the next
+    // server keeps its real value.
+    hostile.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    assert_eq!(one(&hostile, "SHOW work_mem").await.unwrap(), "7MB");
+    // Another client takes the only server in between, so the hostile
+    // client's settings must be replayed from what was read back.
+    let other = proxy.connect(&db).await;
+    assert_eq!(one(&other, "SHOW work_mem").await.unwrap(), "4MB", "settings do not leak");
+    assert_eq!(one(&other, "SHOW search_path").await.unwrap(), "\"$user\", public");
+    drop(other);
+    assert_eq!(one(&hostile, "SHOW work_mem").await.unwrap(), "7MB", "replayed with its real value");
+}
