@@ -130,8 +130,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, demo: Option<&demo:
     let rest = config.rest_api.clone();
     // The JWT secret is read (and its length checked) before anything listens.
     let admin_state = if rest.enabled {
-        match AuthSettings::from_config(&rest, &origin) {
-            Ok(auth) => Some(AdminState::new(auth, started)),
+        let state = AuthSettings::from_config(&rest, &origin).map(|auth| AdminState::new(auth, started));
+        match state.and_then(|s| s.load_tls(&rest, &origin).map(|()| s)) {
+            Ok(state) => Some(state),
             Err(e) => {
                 for line in e.to_string().lines() {
                     tracing::error!("{line}");
@@ -286,9 +287,20 @@ fn try_reload(proxy: &ProxyHandle, path: Option<&Path>, admin: Option<&AdminStat
         }
         !keep
     });
+    // The admin API's certificate and key are re-read too (renewal); a
+    // pair that cannot be used rejects the reload.
+    let tls = match admin {
+        Some(_) if new.enabled => {
+            Some(pgbalancer_admin::tls::load(new, &path.display().to_string()).map_err(|e| ReloadError::from(&e))?)
+        }
+        _ => None,
+    };
     proxy.reload(c).map_err(|e| ReloadError::other(e.to_string()))?;
     if let (Some(a), Some(auth)) = (admin, auth) {
         a.set_auth(auth);
+    }
+    if let (Some(a), Some(tls)) = (admin, tls) {
+        a.set_tls(tls);
     }
     Ok(())
 }

@@ -352,7 +352,9 @@ type Samples = HashMap<String, f64>;
 /// Parses the Prometheus/OpenMetrics text format strictly enough to catch
 /// malformed output: `# HELP/TYPE/UNIT` lines for a family before its
 /// samples, one `# EOF` at the end, valid names, quoted label values, float
-/// values, counter samples named `<family>_total`. Keys are
+/// values, counter samples named `<family>_total`, histogram samples named
+/// `_bucket` (with `le`, ascending, counts not decreasing, `+Inf` equal to
+/// `_count`), `_sum` and `_count`. Keys are
 /// `name{label="value",...}` as written.
 fn parse_metrics(text: &str) -> Samples {
     let valid_name = |n: &str| {
@@ -363,6 +365,8 @@ fn parse_metrics(text: &str) -> Samples {
     };
     let mut types: HashMap<String, String> = HashMap::new();
     let mut samples = Samples::new();
+    // Per histogram (family and labels without `le`): (bound, count) in order.
+    let mut buckets: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
     let mut saw_eof = false;
     for line in text.lines() {
         assert!(!saw_eof, "content after # EOF: {line:?}");
@@ -397,17 +401,46 @@ fn parse_metrics(text: &str) -> Samples {
                 assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "unquoted label value in {line:?}");
             }
         }
-        let family = match name.strip_suffix("_total") {
-            Some(f) if types.get(f).map(String::as_str) == Some("counter") => f,
-            _ => name,
-        };
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let f = name.strip_suffix(suffix)?;
+                let want = if *suffix == "_total" { "counter" } else { "histogram" };
+                (types.get(f).map(String::as_str) == Some(want)).then_some(f)
+            })
+            .unwrap_or(name);
         let t = types.get(family).unwrap_or_else(|| panic!("sample {name} before its # TYPE"));
         if t == "counter" {
             assert!(name.ends_with("_total"), "counter sample {name} without _total");
         }
+        if t == "histogram" {
+            assert_ne!(name, family, "histogram sample {name} without _bucket, _sum or _count");
+        }
+        if name.ends_with("_bucket") && t == "histogram" {
+            // `le` is a label of buckets only; the rest names the histogram.
+            let inner = &series[name.len() + 1..series.len() - 1];
+            let (le, rest): (Vec<&str>, Vec<&str>) = inner.split(',').partition(|p| p.starts_with("le="));
+            assert_eq!(le.len(), 1, "bucket without one le label: {line:?}");
+            let le = le[0].trim_start_matches("le=").trim_matches('"');
+            let bound: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().expect("le is a number") };
+            let key = format!("{family}{{{}}}", rest.join(","));
+            buckets.entry(key).or_default().push((bound, value));
+        }
         assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
     }
     assert!(saw_eof, "no # EOF");
+    // Buckets ascend, their counts never go down, and the last, +Inf, is
+    // the count.
+    for (key, b) in &buckets {
+        assert!(b.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{key}: buckets {b:?}");
+        let (family, labels) = key.split_once('{').unwrap();
+        let count_key = match labels {
+            "}" => format!("{family}_count"),
+            l => format!("{family}_count{{{l}"),
+        };
+        let count = samples.get(&count_key).unwrap_or_else(|| panic!("no {count_key}"));
+        assert_eq!(b.last(), Some(&(f64::INFINITY, *count)), "{key}: +Inf bucket is not the count");
+    }
     samples
 }
 
@@ -662,12 +695,42 @@ async fn pools_status_and_metrics_match_reality() {
     };
     assert_eq!(status["clients"], N);
 
+    // Bytes: a 50 kB statement and a 100 kB row are counted (when the
+    // transaction ends, so poll).
+    let before = d.read("/api/v1/stats").await;
+    let long = "y".repeat(50_000);
+    let row = one(&clients[1], &format!("SELECT length('{long}')::text || repeat('x', 100000)")).await.unwrap();
+    assert_eq!(row.len(), 5 + 100_000);
+    // The last bytes a server sends in a transaction (its ReadyForQuery
+    // chunk) may be counted only when the client's next transaction ends:
+    // one more makes sure the big one is counted whole.
+    one(&clients[1], "SELECT 1").await.unwrap();
+    let start = Instant::now();
+    let stats = loop {
+        let s = d.read("/api/v1/stats").await;
+        let grew = |k: &str| s[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+        // A transaction is counted last, after its bytes.
+        if grew("transactions") >= 2 && grew("client_bytes") >= 50_000 && grew("server_bytes") >= 100_000 {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "bytes not counted: {before} then {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
     // Nothing moves now: /metrics, /status and /stats agree.
-    let stats = d.read("/api/v1/stats").await;
     let m = d.get("/metrics", None).await;
     let m = parse_metrics(&m.body);
     let status = d.read("/api/v1/status").await;
-    assert_eq!(metric(&m, "pgbalancer_clients"), status["clients"].as_f64().unwrap());
+    let clients_in = |state: &str| metric(&m, &format!("pgbalancer_clients{{state=\"{state}\"}}"));
+    let all: f64 = ["active", "idle", "waiting", "other"].iter().map(|s| clients_in(s)).sum();
+    assert_eq!(all, status["clients"].as_f64().unwrap());
+    // The pinned client holds its server; the others hold none.
+    assert_eq!((clients_in("active"), clients_in("idle")), (1.0, N as f64 - 1.0));
+    assert_eq!((clients_in("waiting"), clients_in("other")), (0.0, 0.0));
+    assert_eq!(metric(&m, "pgbalancer_client_bytes_total"), stats["client_bytes"].as_f64().unwrap());
+    assert_eq!(metric(&m, "pgbalancer_server_bytes_total"), stats["server_bytes"].as_f64().unwrap());
+    // Nobody waited for a server (the pool had room).
+    assert_eq!(metric(&m, "pgbalancer_pool_wait_seconds_count"), 0.0);
     assert_eq!(metric(&m, "pgbalancer_pinned_clients"), 1.0);
     assert_eq!(metric(&m, "pgbalancer_waiting_clients"), status["waiting_clients"].as_f64().unwrap());
     for state in ["active", "idle", "connecting"] {
@@ -693,6 +756,167 @@ async fn pools_status_and_metrics_match_reality() {
         assert!(start.elapsed() < DEADLINE, "clients still counted after they left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A client of `d` as `app` on `db` with `application_name`.
+async fn connect_named(d: &Daemon, db: &str, application: &str) -> Client {
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={db} \
+         application_name={application} connect_timeout=10",
+        d.port
+    );
+    let (c, conn) = within(DEADLINE, "connect through the daemon", tokio_postgres::connect(&conninfo, NoTls))
+        .await
+        .unwrap_or_else(|e| panic!("connect through the daemon: {e}\nlog:\n{}", d.log()));
+    tokio::spawn(conn);
+    c
+}
+
+/// `pg_backend_pid()` of the server `c` holds now (inside a transaction).
+async fn backend_pid(c: &Client) -> i64 {
+    one(c, "SELECT pg_backend_pid()").await.unwrap().parse().unwrap()
+}
+
+/// The pids of `app`'s connections on `db`, as PostgreSQL lists them.
+fn real_pids(db: &str) -> Vec<i64> {
+    let out = admin_sql(
+        "postgres",
+        &format!(
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND usename = 'app' AND backend_type = 'client backend'"
+        ),
+    );
+    out.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().unwrap()).collect()
+}
+
+/// `GET /api/v1/clients` polled until `cond` holds.
+async fn wait_clients(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = d.read("/api/v1/clients").await;
+        if cond(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "{what}: clients are {v}\nlog:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The client entry with this application_name.
+fn named<'a>(v: &'a Value, application: &str) -> &'a Value {
+    v["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["application_name"] == application)
+        .unwrap_or_else(|| panic!("no client {application} in {v}"))
+}
+
+/// /clients and /servers against PostgreSQL's own view: with a pool of two,
+/// two clients in transactions hold servers whose pids are their
+/// `pg_backend_pid()`, a third waits (state, and the `waiting` series of
+/// /metrics); when one commits the waiter gets that server (and the wait
+/// is in the pool-wait histogram). The servers listed are exactly the
+/// backends pg_stat_activity shows, held by the right client ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_servers_match_reality() {
+    let d = Daemon::start("pool_size: 2", "").await;
+    let db = fresh_db("adm_clients");
+    // All log in first: a login with a setting the pool has not seen yet
+    // (a new application_name) takes a server itself.
+    let alpha = connect_named(&d, &db, "alpha").await;
+    let beta = connect_named(&d, &db, "beta").await;
+    let gamma = connect_named(&d, &db, "gamma").await;
+    alpha.batch_execute("BEGIN").await.unwrap();
+    beta.batch_execute("BEGIN").await.unwrap();
+    let (alpha_pid, beta_pid) = (backend_pid(&alpha).await, backend_pid(&beta).await);
+    assert_ne!(alpha_pid, beta_pid);
+
+    // The pool is full: gamma's transaction waits for a server.
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<i64>();
+    let gamma = {
+        tokio::spawn(async move {
+            gamma.batch_execute("BEGIN").await.unwrap();
+            let _ = tx.send(backend_pid(&gamma).await);
+            gamma
+        })
+    };
+    let v = wait_clients(&d, "gamma waits", |v| v["waiting"] == 1 && v["active"] == 2).await;
+    assert_eq!((v["total"].as_u64(), v["idle"].as_u64()), (Some(3), Some(0)), "{v}");
+    for (name, pid) in [("alpha", alpha_pid), ("beta", beta_pid)] {
+        let c = named(&v, name);
+        assert_eq!((c["state"].as_str(), c["server"]["node"].as_u64()), (Some("active"), Some(0)), "{c}");
+        assert_eq!(c["server"]["pid"].as_i64(), Some(pid), "{name}: {c}");
+        assert_eq!((c["user"].as_str(), c["database"].as_str()), (Some(APP_USER), Some(db.as_str())), "{c}");
+        assert!(c["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{c}");
+        let at = c["connected_at"].as_str().unwrap();
+        assert!(at.len() == 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+        assert!(c["connected_seconds"].as_u64().unwrap() < 600, "{c}");
+    }
+    let g = named(&v, "gamma");
+    assert_eq!((g["state"].as_str(), g["server"].is_null()), (Some("waiting"), true), "{g}");
+    assert!(rx.try_recv().is_err(), "gamma got a server while the pool was full");
+
+    // /servers: the two held ones, by the right clients; nothing else open.
+    let servers = d.read("/api/v1/servers").await;
+    assert_eq!((servers["active"].as_u64(), servers["idle"].as_u64()), (Some(2), Some(0)), "{servers}");
+    let list = servers["servers"].as_array().unwrap();
+    for (name, pid) in [("alpha", alpha_pid), ("beta", beta_pid)] {
+        let s = list.iter().find(|s| s["pid"] == pid).unwrap_or_else(|| panic!("no server {pid}: {servers}"));
+        assert_eq!(s["client"], named(&v, name)["id"], "{s}");
+        assert_eq!((s["state"].as_str(), s["idle_seconds"].is_null()), (Some("active"), true), "{s}");
+        assert_eq!(
+            (s["database"].as_str(), s["port"].as_u64()),
+            (Some(db.as_str()), Some(cluster().primary.port as u64))
+        );
+    }
+    assert_eq!(real_pids(&db), {
+        let mut p = vec![alpha_pid, beta_pid];
+        p.sort();
+        p
+    });
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert_eq!(metric(&m, "pgbalancer_clients{state=\"waiting\"}"), 1.0);
+    assert_eq!(metric(&m, "pgbalancer_clients{state=\"active\"}"), 2.0);
+    assert_eq!(metric(&m, "pgbalancer_waiting_clients"), 1.0);
+
+    // alpha commits: gamma gets alpha's server.
+    alpha.batch_execute("COMMIT").await.unwrap();
+    let gamma_pid = within(DEADLINE, "gamma's transaction", &mut rx).await.unwrap();
+    assert_eq!(gamma_pid, alpha_pid, "the freed server went to the waiter");
+    let v = wait_clients(&d, "gamma holds alpha's server", |v| v["active"] == 2 && v["idle"] == 1).await;
+    let a = named(&v, "alpha");
+    assert_eq!((a["state"].as_str(), a["server"].is_null()), (Some("idle"), true), "{a}");
+    assert!(a["transactions"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(named(&v, "gamma")["server"]["pid"].as_i64(), Some(alpha_pid), "{v}");
+    let m = parse_metrics(&d.get("/metrics", None).await.body);
+    assert!(metric(&m, "pgbalancer_pool_wait_seconds_count") >= 1.0);
+    assert!(metric(&m, "pgbalancer_pool_wait_seconds_sum") > 0.0);
+
+    // Everyone commits: both servers idle in the pool, the same two backends.
+    let gamma = within(DEADLINE, "gamma's task", gamma).await.unwrap();
+    gamma.batch_execute("COMMIT").await.unwrap();
+    beta.batch_execute("COMMIT").await.unwrap();
+    let start = Instant::now();
+    let servers = loop {
+        let s = d.read("/api/v1/servers").await;
+        if s["idle"] == 2 && s["active"] == 0 {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "servers not idle: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut pids: Vec<i64> =
+        servers["servers"].as_array().unwrap().iter().map(|s| s["pid"].as_i64().unwrap()).collect();
+    pids.sort();
+    assert_eq!(pids, real_pids(&db), "{servers}");
+    for s in servers["servers"].as_array().unwrap() {
+        assert!(s["client"].is_null() && s["idle_seconds"].as_f64().is_some(), "{s}");
+        assert!(s["age_seconds"].as_f64().unwrap() >= s["idle_seconds"].as_f64().unwrap(), "{s}");
+    }
+    // A read token suffices; no token does not.
+    assert_eq!(http(d.api, source(40), "GET", "/api/v1/clients", None).await.status, 401);
+    assert_eq!(http(d.api, source(40), "GET", "/api/v1/servers", None).await.status, 401);
 }
 
 /// Reload (REST and SIGHUP share it): a larger pool_size applies (a waiting
@@ -1057,13 +1281,19 @@ async fn nodes_report_roles_and_detach_moves_reads() {
         assert_eq!(metric(&m, &format!("pgbalancer_node_role{{{l},role=\"unknown\"}}")), 0.0);
         assert_eq!(metric(&m, &format!("pgbalancer_node_banned{{{l}}}")), 0.0);
         assert_eq!(metric(&m, &format!("pgbalancer_node_outstanding{{{l}}}")), 0.0);
-        for (series, key) in [("reads", "reads_routed"), ("writes", "writes_routed"), ("bans", "bans")] {
-            assert_eq!(
-                metric(&m, &format!("pgbalancer_node_{series}_total{{{l}}}")),
-                counter_of(&v, i, key) as f64,
-                "{series} of node {i}"
-            );
+        for (series, key) in [
+            (format!("pgbalancer_node_routed_transactions_total{{{l},class=\"read\"}}"), "reads_routed"),
+            (format!("pgbalancer_node_routed_transactions_total{{{l},class=\"write\"}}"), "writes_routed"),
+            (format!("pgbalancer_node_bans_total{{{l}}}"), "bans"),
+        ] {
+            assert_eq!(metric(&m, &series), counter_of(&v, i, key) as f64, "{series}");
         }
+        // Every transaction routed to the node was timed there (outstanding
+        // is 0: each one has ended).
+        let timed = metric(&m, &format!("pgbalancer_node_transaction_seconds_count{{{l}}}"));
+        let routed = counter_of(&v, i, "reads_routed") + counter_of(&v, i, "writes_routed");
+        assert!(timed >= routed as f64 && routed > 0, "node {i}: {timed} timed, {routed} routed");
+        assert_eq!(metric(&m, &format!("pgbalancer_node_transaction_seconds_bucket{{le=\"+Inf\",{l}}}")), timed);
         assert!(metric(&m, &format!("pgbalancer_node_checks_total{{{l}}}")) >= 1.0);
         assert_eq!(metric(&m, &format!("pgbalancer_node_check_failures_total{{{l}}}")), 0.0);
         assert!(metric(&m, &format!("pgbalancer_node_lag_bytes{{{l}}}")) >= 0.0);
@@ -1071,8 +1301,12 @@ async fn nodes_report_roles_and_detach_moves_reads() {
         assert!(metric(&m, &format!("pgbalancer_node_ewma_latency_seconds{{{l}}}")) >= 0.0);
     }
     assert!(
-        metric(&m, &format!("pgbalancer_node_reads_total{{node=\"1\",address=\"127.0.0.1:{rport}\"}}"))
-            >= 2.0 * N as f64
+        metric(
+            &m,
+            &format!(
+                "pgbalancer_node_routed_transactions_total{{node=\"1\",address=\"127.0.0.1:{rport}\",class=\"read\"}}"
+            )
+        ) >= 2.0 * N as f64
     );
 
     // Detach the write target: allowed, and the answer says writes wait.

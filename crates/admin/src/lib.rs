@@ -7,8 +7,9 @@
 //! console): the daemon owns the proxy, its signal handling and its one
 //! reload function. PAUSE/RESUME go to the proxy directly. [`AdminState`] is
 //! shared by both: the JWT settings (swapped whole by a reload, so a rotated
-//! secret or key applies at once) and the reload counters. There are no
-//! globals.
+//! secret or key applies at once), the HTTPS certificate and key when
+//! `rest_api.ssl_cert`/`ssl_key` are set ([`tls`], swapped the same way),
+//! and the reload counters. There are no globals.
 //!
 //! See `docs/rest-api.md` for endpoints, schemas and status codes.
 
@@ -19,12 +20,14 @@ pub mod login;
 pub mod metrics;
 mod openapi;
 mod server;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use pgbalancer_config::{ConfigError, RestApiConfig};
 
 pub use auth::{AuthFailure, AuthSettings, FailureLimiter, Role};
 pub use error::{AdminError, ProblemJson};
@@ -41,6 +44,8 @@ pub struct AdminState {
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    /// HTTPS: the certificate and key in force (`None`: plain HTTP).
+    tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
 }
 
 impl AdminState {
@@ -52,7 +57,43 @@ impl AdminState {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            tls: Arc::new(ArcSwapOption::empty()),
         })
+    }
+
+    /// Reads `rest_api.ssl_cert` / `ssl_key` before the API starts: with
+    /// both set it will serve HTTPS only. Errors name the key.
+    pub fn load_tls(&self, r: &RestApiConfig, origin: &str) -> Result<(), ConfigError> {
+        self.tls.store(tls::load(r, origin)?);
+        Ok(())
+    }
+
+    /// A reload's certificate and key (from [`tls::load`]): new connections
+    /// get them. HTTPS cannot be turned on or off without a restart: such a
+    /// change is logged and ignored.
+    pub fn set_tls(&self, new: Option<Arc<rustls::ServerConfig>>) {
+        match (self.tls.load().is_some(), new) {
+            (true, Some(c)) => {
+                self.tls.store(Some(c));
+                tracing::info!("admin API: certificate and key re-read (rest_api.ssl_cert, rest_api.ssl_key)");
+            }
+            (true, None) => tracing::warn!(
+                "rest_api.ssl_cert/ssl_key removed: turning HTTPS off needs a restart; the admin API keeps serving HTTPS"
+            ),
+            (false, Some(_)) => tracing::warn!(
+                "rest_api.ssl_cert/ssl_key set: turning HTTPS on needs a restart; the admin API keeps serving plain HTTP"
+            ),
+            (false, None) => {}
+        }
+    }
+
+    /// Whether the API serves HTTPS.
+    pub fn https(&self) -> bool {
+        self.tls.load().is_some()
+    }
+
+    pub(crate) fn tls_config(&self) -> Arc<ArcSwapOption<rustls::ServerConfig>> {
+        self.tls.clone()
     }
 
     /// New JWT settings (a reload); requests after this use them.

@@ -15,12 +15,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+use crate::tls::AdminStream;
 
 /// Open admin connections at most.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -31,6 +35,8 @@ pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
+    /// HTTPS: the server config of each new connection (swapped by reload).
+    tls: Option<Arc<ArcSwapOption<ServerConfig>>>,
 }
 
 impl LimitedListener {
@@ -39,7 +45,14 @@ impl LimitedListener {
     }
 
     pub fn with_idle_timeout(inner: TcpListener, idle_timeout: Duration) -> LimitedListener {
-        LimitedListener { inner, permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)), idle_timeout }
+        LimitedListener { inner, permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)), idle_timeout, tls: None }
+    }
+
+    /// Serves HTTPS only, with the config `tls` holds when a connection
+    /// comes in.
+    pub fn with_tls(mut self, tls: Arc<ArcSwapOption<ServerConfig>>) -> LimitedListener {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -86,10 +99,10 @@ impl Connected<IncomingStream<'_, LimitedListener>> for Peer {
 }
 
 impl Listener for LimitedListener {
-    type Io = LimitedStream;
+    type Io = AdminStream;
     type Addr = Peer;
 
-    async fn accept(&mut self) -> (LimitedStream, Peer) {
+    async fn accept(&mut self) -> (AdminStream, Peer) {
         loop {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 // The semaphore is never closed; stay pending if it were.
@@ -106,6 +119,13 @@ impl Listener for LimitedListener {
                         idle_timeout: self.idle_timeout,
                         busy: peer.busy.clone(),
                         _permit: permit,
+                    };
+                    let stream = match self.tls.as_ref().map(|t| t.load_full()) {
+                        None => AdminStream::Plain(stream),
+                        Some(Some(config)) => AdminStream::tls(stream, config),
+                        // HTTPS without a certificate cannot happen (a reload
+                        // never takes it away); refuse rather than speak HTTP.
+                        Some(None) => continue,
                     };
                     return (stream, peer);
                 }

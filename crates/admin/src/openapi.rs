@@ -105,6 +105,93 @@ fn routing_properties() -> Value {
     })
 }
 
+/// Schemas of `/api/v1/stats`, `/api/v1/clients` and `/api/v1/servers`
+/// (apart from the rest: `json!` nests only so deep).
+fn more_schemas() -> Value {
+    json!({
+        "Stats": {
+            "type": "object",
+            "required": ["uptime_seconds", "clients", "pinned_clients", "waiting_clients", "servers", "clients_total", "clients_rejected",
+                         "login_failures", "transactions", "server_connects", "server_connect_failures", "wait_timeouts",
+                         "client_bytes", "server_bytes", "reloads", "reload_failures", "api_auth_failures"],
+            "properties": {
+                "uptime_seconds": int("Seconds since the daemon started"),
+                "clients": int("Clients connected now"),
+                "pinned_clients": int("Pinned clients now"),
+                "waiting_clients": int("Clients waiting now"),
+                "servers": {"$ref": "#/components/schemas/Servers"},
+                "clients_total": int("Clients accepted, ever"),
+                "clients_rejected": int("Clients refused at max_client_conn, ever"),
+                "login_failures": int("Failed client logins, ever"),
+                "transactions": int("Transactions finished, ever"),
+                "server_connects": int("Server connections opened, ever"),
+                "server_connect_failures": int("Server connections that failed to open, ever"),
+                "wait_timeouts": int("Clients that gave up waiting, ever"),
+                "client_bytes": int("Bytes from clients forwarded to servers, ever (counted when a transaction ends)"),
+                "server_bytes": int("Bytes from servers forwarded to clients, ever (counted when a transaction ends)"),
+                "reloads": int("Reloads applied"),
+                "reload_failures": int("Reloads rejected"),
+                "api_auth_failures": int("REST requests refused for a missing or invalid token"),
+            }
+        },
+        "Client": {
+            "type": "object",
+            "required": ["id", "address", "user", "database", "application_name", "connected_at", "connected_seconds",
+                         "state", "server", "transactions"],
+            "properties": {
+                "id": int("pgbalancer's number for the client, unique until a restart (`client` of a server)"),
+                "address": {"type": "string", "description": "The client's address and port (`127.0.0.1:51234`, `[::1]:51234`)"},
+                "user": {"type": "string"},
+                "database": {"type": "string"},
+                "application_name": {"type": "string", "description": "From the startup packet; empty when none was sent"},
+                "connected_at": {"type": "string", "format": "date-time", "nullable": true, "description": "When it connected (RFC 3339, UTC, whole seconds)"},
+                "connected_seconds": int("Seconds since it connected"),
+                "state": {"type": "string", "enum": ["active", "idle", "waiting"],
+                          "description": "active: holds a server; idle: holds none (between transactions); waiting: for a server (pool full, PAUSE, failover)"},
+                "server": {"type": "object", "nullable": true, "required": ["node", "pid"],
+                           "description": "The server it holds; null when it holds none",
+                           "properties": {"node": int("Node id"), "pid": int("The backend's process id (pg_stat_activity.pid)")}},
+                "transactions": int("Transactions (or statements outside one) it ran on servers"),
+            }
+        },
+        "Clients": {
+            "type": "object", "required": ["total", "active", "idle", "waiting", "clients"],
+            "properties": {
+                "total": int("Logged-in clients (those still logging in and SQL console sessions are not listed)"),
+                "active": int("Clients holding a server"),
+                "idle": int("Clients holding none"),
+                "waiting": int("Clients waiting for a server"),
+                "clients": {"type": "array", "items": {"$ref": "#/components/schemas/Client"}},
+            }
+        },
+        "Server": {
+            "type": "object",
+            "required": ["node", "host", "port", "database", "user", "pid", "state", "client", "idle_seconds", "age_seconds"],
+            "properties": {
+                "node": int("Node id (the backend's position in the config)"),
+                "host": {"type": "string"},
+                "port": int("Port"),
+                "database": {"type": "string"},
+                "user": {"type": "string"},
+                "pid": int("The backend's process id (pg_stat_activity.pid)"),
+                "state": {"type": "string", "enum": ["active", "idle"], "description": "active: held by `client`; idle: in its pool"},
+                "client": {"type": "integer", "minimum": 0, "nullable": true, "description": "The id of the client holding it (see /api/v1/clients); null when idle"},
+                "idle_seconds": {"type": "number", "minimum": 0, "nullable": true, "description": "Idle ones: seconds since last used; null for active ones"},
+                "age_seconds": {"type": "number", "minimum": 0, "nullable": true, "description": "Idle ones: seconds since opened; null for active ones"},
+            }
+        },
+        "ServerList": {
+            "type": "object", "required": ["total", "active", "idle", "servers"],
+            "properties": {
+                "total": int("Server connections listed (those being opened are not)"),
+                "active": int("Held by clients"),
+                "idle": int("Idle in their pools"),
+                "servers": {"type": "array", "items": {"$ref": "#/components/schemas/Server"}},
+            }
+        }
+    })
+}
+
 /// The document.
 pub fn openapi_document() -> Value {
     let mut nodes_props = routing_properties();
@@ -133,7 +220,7 @@ pub fn openapi_document() -> Value {
             "total": int("active + idle + connecting"),
         }
     });
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "pgbalancer admin API",
@@ -153,6 +240,10 @@ pub fn openapi_document() -> Value {
                 guarded(map(&[("200", ok_json("Pools", "Pools"))])), true)},
             "/api/v1/stats": {"get": op("Process-wide totals and counters",
                 guarded(map(&[("200", ok_json("Stats", "Stats"))])), true)},
+            "/api/v1/clients": {"get": op("Every logged-in client: address, user, database, application, state and the server it holds",
+                guarded(map(&[("200", ok_json("Clients", "Clients"))])), true)},
+            "/api/v1/servers": {"get": op("Every open server connection: idle in a pool, or held by a client",
+                guarded(map(&[("200", ok_json("Servers", "ServerList"))])), true)},
             "/api/v1/nodes": {"get": op("Every node: roles, health, lag, routing and counters; and where writes go",
                 guarded(map(&[("200", ok_json("Nodes", "Nodes"))])), true)},
             "/api/v1/nodes/{id}": {"get": node_get},
@@ -311,32 +402,13 @@ pub fn openapi_document() -> Value {
                         "pools": {"type": "array", "items": {"$ref": "#/components/schemas/Pool"}},
                     }
                 },
-                "Stats": {
-                    "type": "object",
-                    "required": ["uptime_seconds", "clients", "pinned_clients", "waiting_clients", "servers", "clients_total", "clients_rejected",
-                                 "login_failures", "transactions", "server_connects", "server_connect_failures", "wait_timeouts",
-                                 "reloads", "reload_failures", "api_auth_failures"],
-                    "properties": {
-                        "uptime_seconds": int("Seconds since the daemon started"),
-                        "clients": int("Clients connected now"),
-                        "pinned_clients": int("Pinned clients now"),
-                        "waiting_clients": int("Clients waiting now"),
-                        "servers": {"$ref": "#/components/schemas/Servers"},
-                        "clients_total": int("Clients accepted, ever"),
-                        "clients_rejected": int("Clients refused at max_client_conn, ever"),
-                        "login_failures": int("Failed client logins, ever"),
-                        "transactions": int("Transactions finished, ever"),
-                        "server_connects": int("Server connections opened, ever"),
-                        "server_connect_failures": int("Server connections that failed to open, ever"),
-                        "wait_timeouts": int("Clients that gave up waiting, ever"),
-                        "reloads": int("Reloads applied"),
-                        "reload_failures": int("Reloads rejected"),
-                        "api_auth_failures": int("REST requests refused for a missing or invalid token"),
-                    }
-                },
             }
         }
-    })
+    });
+    if let (Some(schemas), Value::Object(more)) = (doc["components"]["schemas"].as_object_mut(), more_schemas()) {
+        schemas.extend(more);
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -357,6 +429,8 @@ mod tests {
             "get /api/v1/status",
             "get /api/v1/pools",
             "get /api/v1/stats",
+            "get /api/v1/clients",
+            "get /api/v1/servers",
             "get /api/v1/nodes",
             "get /api/v1/nodes/{id}",
             "post /api/v1/nodes/{id}/attach",

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -13,9 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pgbalancer_config::Config;
+use pgbalancer_proxy::clients::ClientState;
 use pgbalancer_proxy::control::Paused;
 use pgbalancer_proxy::server::{ServerConn, ServerLogin, ServerSecret};
-use pgbalancer_proxy::snapshot::{nodes_snapshot, NodeSnapshot, PoolSnapshot, RoutingSnapshot, Snapshot};
+use pgbalancer_proxy::snapshot::{
+    clients_snapshot, nodes_snapshot, servers_snapshot, ClientSnapshot, NodeSnapshot, PoolSnapshot, RoutingSnapshot,
+    ServerSnapshot, Snapshot,
+};
 use pgbalancer_proxy::topology::{Ban, Health, Primary, Role as NodeRole};
 use pgbalancer_proxy::{Phase, Shared};
 use serde_json::{json, Value};
@@ -76,7 +80,8 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `host:port` (port 0 picks a free one) and serves.
+    /// Binds `host:port` (port 0 picks a free one) and serves: HTTPS only
+    /// when `state` has a certificate ([`AdminState::load_tls`]).
     pub async fn start(
         host: &str,
         port: u16,
@@ -97,10 +102,14 @@ impl AdminServer {
             probing: AtomicBool::new(false),
             login_slots: Arc::new(Semaphore::new(login::MAX_CONCURRENT)),
         });
+        let tls = ctx.state.https().then(|| ctx.state.tls_config());
         let app = router(ctx);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let listener = LimitedListener::new(listener);
+            let mut listener = LimitedListener::new(listener);
+            if let Some(tls) = tls {
+                listener = listener.with_tls(tls);
+            }
             let serve = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async {
                     let _ = stop_rx.await;
@@ -139,6 +148,8 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/pools", get(pools))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/clients", get(clients))
+        .route("/api/v1/servers", get(servers))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{id}", get(node))
         .route("/api/v1/nodes/{id}/attach", post(attach))
@@ -360,9 +371,89 @@ async fn stats(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
         "server_connects": t.connects,
         "server_connect_failures": t.connect_failures,
         "wait_timeouts": t.wait_timeouts,
+        "client_bytes": ctx.proxy.traffic.client_bytes.load(Ordering::Relaxed),
+        "server_bytes": ctx.proxy.traffic.server_bytes.load(Ordering::Relaxed),
         "reloads": a.reloads,
         "reload_failures": a.reload_failures,
         "api_auth_failures": a.api_auth_failures,
+    }))
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-01-05T09:30:00Z`), or
+/// `null` for a time before the epoch.
+fn rfc3339(t: SystemTime) -> Value {
+    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
+        return Value::Null;
+    };
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    json!(format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60))
+}
+
+fn client_json(c: &ClientSnapshot, now: SystemTime) -> Value {
+    json!({
+        "id": c.id,
+        "address": c.addr.to_string(),
+        "user": c.user,
+        "database": c.database,
+        "application_name": c.application_name,
+        "connected_at": rfc3339(c.connected_at),
+        "connected_seconds": now.duration_since(c.connected_at).unwrap_or_default().as_secs(),
+        "state": c.state.as_str(),
+        "server": c.server.map(|(node, pid)| json!({"node": node, "pid": pid})),
+        "transactions": c.transactions,
+    })
+}
+
+/// `GET /api/v1/clients`: every logged-in client, by id.
+async fn clients(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let list = clients_snapshot(&ctx.proxy);
+    let now = SystemTime::now();
+    let count = |st: ClientState| list.iter().filter(|c| c.state == st).count();
+    Json(json!({
+        "total": list.len(),
+        "active": count(ClientState::Active),
+        "idle": count(ClientState::Idle),
+        "waiting": count(ClientState::Waiting),
+        "clients": list.iter().map(|c| client_json(c, now)).collect::<Vec<_>>(),
+    }))
+}
+
+fn server_json(s: &ServerSnapshot) -> Value {
+    json!({
+        "node": s.node,
+        "host": s.host,
+        "port": s.port,
+        "database": s.database,
+        "user": s.user,
+        "pid": s.pid,
+        "state": if s.client.is_some() { "active" } else { "idle" },
+        "client": s.client,
+        "idle_seconds": s.idle_for.map(|d| d.as_secs_f64()),
+        "age_seconds": s.age.map(|d| d.as_secs_f64()),
+    })
+}
+
+/// `GET /api/v1/servers`: every open server connection, idle ones in the
+/// pools and the ones clients hold, sorted by node, database, user, pid.
+async fn servers(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let list = servers_snapshot(&ctx.proxy);
+    let active = list.iter().filter(|s| s.client.is_some()).count();
+    Json(json!({
+        "total": list.len(),
+        "active": active,
+        "idle": list.len() - active,
+        "servers": list.iter().map(server_json).collect::<Vec<_>>(),
     }))
 }
 
@@ -846,10 +937,90 @@ async fn stop(State(ctx): State<Arc<Ctx>>) -> Result<(StatusCode, Json<Value>), 
 }
 
 async fn metrics_text(State(ctx): State<Arc<Ctx>>) -> Response {
-    let body = metrics::render(&ctx.proxy.snapshot(), &ctx.state.counters(), ctx.proxy.pause.is_paused());
+    let measures = metrics::Measures::take(&ctx.proxy);
+    let body = metrics::render(&ctx.proxy.snapshot(), &ctx.state.counters(), &measures, ctx.proxy.pause.is_paused());
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn openapi() -> Json<Value> {
     Json(crate::openapi::openapi_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |secs: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), json!("1970-01-01T00:00:00Z"));
+        assert_eq!(at(951_782_400), json!("2000-02-29T00:00:00Z"), "a leap day");
+        assert_eq!(at(1_767_225_599), json!("2025-12-31T23:59:59Z"));
+        assert_eq!(at(4_107_542_400), json!("2100-03-01T00:00:00Z"), "2100 is not a leap year");
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), Value::Null);
+    }
+
+    /// The keys of `v` are exactly the properties of OpenAPI schema `name`,
+    /// and every required one is there.
+    fn matches_schema(v: &Value, name: &str) {
+        let doc = crate::openapi::openapi_document();
+        let schema = &doc["components"]["schemas"][name];
+        let mut props: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        props.sort();
+        keys.sort();
+        assert_eq!(keys, props, "{name}");
+        for r in schema["required"].as_array().unwrap() {
+            assert!(v.get(r.as_str().unwrap()).is_some(), "{name}: no {r}");
+        }
+    }
+
+    #[test]
+    fn clients_and_servers_as_documented() {
+        let connected_at = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let c = ClientSnapshot {
+            id: 7,
+            addr: "[::1]:50000".parse().unwrap(),
+            user: "app".into(),
+            database: "db".into(),
+            application_name: "psql".into(),
+            connected_at,
+            state: ClientState::Active,
+            server: Some((1, 4242)),
+            transactions: 3,
+        };
+        let v = client_json(&c, connected_at + Duration::from_secs(90));
+        matches_schema(&v, "Client");
+        assert_eq!(
+            v,
+            json!({"id": 7, "address": "[::1]:50000", "user": "app", "database": "db", "application_name": "psql",
+                   "connected_at": "2026-01-01T00:00:00Z", "connected_seconds": 90, "state": "active",
+                   "server": {"node": 1, "pid": 4242}, "transactions": 3})
+        );
+        let idle = client_json(&ClientSnapshot { state: ClientState::Idle, server: None, ..c }, connected_at);
+        assert_eq!((idle["state"].as_str(), idle["server"].is_null()), (Some("idle"), true), "{idle}");
+
+        let s = ServerSnapshot {
+            node: 0,
+            host: "10.0.0.1".into(),
+            port: 5432,
+            database: "db".into(),
+            user: "app".into(),
+            pid: 99,
+            client: None,
+            idle_for: Some(Duration::from_millis(1500)),
+            age: Some(Duration::from_secs(60)),
+        };
+        let v = server_json(&s);
+        matches_schema(&v, "Server");
+        assert_eq!(
+            (v["state"].as_str(), v["client"].is_null(), v["idle_seconds"].as_f64()),
+            (Some("idle"), true, Some(1.5))
+        );
+        let v = server_json(&ServerSnapshot { client: Some(7), idle_for: None, age: None, ..s });
+        assert_eq!(
+            (v["state"].as_str(), v["client"].as_u64(), v["age_seconds"].is_null()),
+            (Some("active"), Some(7), true)
+        );
+    }
 }

@@ -1,9 +1,15 @@
 //! A minimal blocking HTTP/1.1 client for the admin API: one request per
-//! connection (`Connection: close`), plain HTTP, loopback in practice.
+//! connection (`Connection: close`), plain HTTP or HTTPS (rustls, ring
+//! provider, the server's certificate verified against the roots given).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
@@ -24,15 +30,40 @@ impl Response {
 pub enum Error {
     /// No TCP connection could be made.
     Connect(std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name, a
+    /// server that does not speak TLS).
+    Tls(String),
     /// Connected, but the exchange failed or the answer is not HTTP.
     Exchange(String),
 }
 
+/// A TLS client config trusting the certificates of the PEM file `ca`
+/// (a CA, or a self-signed server certificate itself).
+pub fn tls_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let fail = |e: rustls::pki_types::pem::Error| format!("{}: {e}", ca.display());
+    let certs = CertificateDer::pem_file_iter(ca).map_err(fail)?.collect::<Result<Vec<_>, _>>().map_err(fail)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable certificate (BEGIN CERTIFICATE) in the file", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// `host` may be a name, an IPv4 address or an IPv6 address (with or without
-/// brackets). `timeout`: for each read and write once connected.
+/// brackets); with `tls` the server's certificate must be valid for it.
+/// `timeout`: for each read and write once connected.
 pub fn request(
     host: &str,
     port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -65,9 +96,39 @@ pub fn request(
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
+    match tls {
+        None => {
+            stream.write_all(req.as_bytes()).map_err(io)?;
+            (&mut stream).take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
+            // Nothing, or a TLS record (an alert): an HTTPS server refusing
+            // plain HTTP.
+            if raw.is_empty() || matches!(raw[0], 0x15 | 0x16) {
+                return Err(Error::Exchange(
+                    "no HTTP answer (the admin API may be serving HTTPS: give --cacert FILE, or --config with \
+                     rest_api.ssl_cert)"
+                        .into(),
+                ));
+            }
+        }
+        Some(config) => {
+            let name = ServerName::try_from(bare.to_owned()).map_err(|e| Error::Tls(format!("{bare}: {e}")))?;
+            let mut conn =
+                rustls::ClientConnection::new(config.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut stream).map_err(|e| Error::Tls(e.to_string()))?;
+            }
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            tls.write_all(req.as_bytes()).map_err(io)?;
+            match (&mut tls).take(MAX_RESPONSE).read_to_end(&mut raw) {
+                Ok(_) => {}
+                // Closed without close_notify: what arrived is checked
+                // against Content-Length below.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
     parse(&raw).map_err(Error::Exchange)
 }
 

@@ -3,7 +3,9 @@
 //! Offline commands: `check-config`, `password-hash`, `token`, `completions`.
 //! Commands that talk to a running daemon over its REST admin API (see
 //! docs/rest-api.md): `status`, `nodes [ID]`, `nodes attach|detach|promote ID`,
-//! `pools`, `stats`, `health`, `reload`, `pause`, `resume`, `stop`.
+//! `pools`, `clients`, `servers`, `stats`, `top`, `health`, `reload`, `pause`,
+//! `resume`, `stop`; over HTTPS when the config has `rest_api.ssl_cert` or
+//! `--cacert` is given.
 //! Depends on `pgbalancer-config` only, never on the proxy or admin crates.
 
 mod http;
@@ -13,7 +15,8 @@ mod token;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pgbalancer_config::{Config, JwtAlgorithm};
@@ -48,6 +51,11 @@ struct Cli {
     /// A file holding the bearer token.
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// Use HTTPS and trust the certificates of this PEM file (the CA that
+    /// signed the admin API's certificate, or that certificate itself).
+    /// Default with --config: HTTPS trusting rest_api.ssl_cert when it is set.
+    #[arg(long, global = true, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Print the API's JSON as is instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -81,6 +89,21 @@ enum Command {
     Nodes(NodesArgs),
     /// Every pool with its counts.
     Pools,
+    /// Every logged-in client: address, user, database, application, state
+    /// and the server (node, backend pid) it holds.
+    Clients,
+    /// Every open server connection: idle in a pool, or held by a client.
+    Servers,
+    /// A live view of the nodes and pools, redrawn every --interval seconds
+    /// until Ctrl-C.
+    Top {
+        /// Seconds between frames (0.2 to 3600).
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Print one frame and exit (no screen clearing).
+        #[arg(long)]
+        once: bool,
+    },
     /// Process-wide totals and counters.
     Stats,
     /// Liveness: exit 0 when healthy, 1 otherwise.
@@ -166,6 +189,13 @@ impl Role {
             Role::Read => "read",
             Role::Admin => "admin",
         }
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.2..=3600.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds from 0.2 to 3600".into()),
     }
 }
 
@@ -330,7 +360,75 @@ fn bearer(cli: &Cli, config: Option<&Config>, role: Role) -> Result<Option<Strin
     }
 }
 
+/// The admin API of one invocation: where it is, how to reach it, and how
+/// to get a token.
+struct Api<'a> {
+    cli: &'a Cli,
+    config: Option<Config>,
+    host: String,
+    port: u16,
+    /// `host:port` for messages.
+    shown: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// An answer of the admin API, any status.
+struct Answer {
+    resp: http::Response,
+    json: Option<Value>,
+    sent_token: bool,
+}
+
+impl<'a> Api<'a> {
+    fn new(cli: &'a Cli) -> Result<Api<'a>, Fail> {
+        let config = load_config(cli)?;
+        let (host, port) = endpoint(cli, config.as_ref())?;
+        let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        // --cacert, else the config's own certificate (HTTPS only when set).
+        let ca = cli.cacert.clone().or_else(|| config.as_ref().and_then(|c| c.rest_api.ssl_cert.clone()));
+        let tls = match &ca {
+            Some(f) => Some(http::tls_config(f).map_err(|e| format!("cannot use the CA certificate: {e}"))?),
+            None => None,
+        };
+        Ok(Api { cli, config, host, port, shown, tls })
+    }
+
+    /// One request; a token of `role` is sent when `role` is given.
+    fn call(&self, method: &str, path: &str, role: Option<Role>, timeout: Duration) -> Result<Answer, Fail> {
+        let token = match role {
+            Some(r) => bearer(self.cli, self.config.as_ref(), r)?,
+            None => None,
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let shown = &self.shown;
+        let resp = http::request(&self.host, self.port, self.tls.as_ref(), method, path, token.as_deref(), timeout)
+            .map_err(|e| match e {
+                http::Error::Connect(e) => format!("cannot reach the admin API at {shown}: {e}"),
+                http::Error::Tls(e) => format!(
+                    "TLS with the admin API at {scheme}://{shown} failed: {e} (is it serving HTTPS, with a \
+                     certificate for {} signed by --cacert or rest_api.ssl_cert?)",
+                    self.host
+                ),
+                http::Error::Exchange(e) => format!("bad answer from the admin API at {scheme}://{shown}: {e}"),
+            })?;
+        let json = serde_json::from_str(&resp.body).ok();
+        Ok(Answer { resp, json, sent_token: token.is_some() })
+    }
+
+    /// A GET that must succeed (2xx, JSON).
+    fn get(&self, path: &str) -> Result<Value, Fail> {
+        let a = self.call("GET", path, Some(Role::Read), ANSWER_TIMEOUT)?;
+        if !(200..300).contains(&a.resp.status) {
+            return Err(api_error(&a.resp, a.json.as_ref(), a.sent_token));
+        }
+        a.json.ok_or_else(|| format!("the admin API answered {} with a body that is not JSON", a.resp.status))
+    }
+}
+
 fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
+    if let Command::Top { interval, once } = cmd {
+        return top(&Api::new(cli)?, Duration::from_secs_f64(*interval), *once, cli.json);
+    }
     let (method, path, role) = match cmd {
         Command::Status => ("GET", "/api/v1/status".to_string(), Some(Role::Read)),
         Command::Nodes(NodesArgs { action: None, id: None }) => ("GET", "/api/v1/nodes".to_string(), Some(Role::Read)),
@@ -346,6 +444,8 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
             ("POST", format!("/api/v1/nodes/{id}/{verb}"), Some(Role::Admin))
         }
         Command::Pools => ("GET", "/api/v1/pools".to_string(), Some(Role::Read)),
+        Command::Clients => ("GET", "/api/v1/clients".to_string(), Some(Role::Read)),
+        Command::Servers => ("GET", "/api/v1/servers".to_string(), Some(Role::Read)),
         Command::Stats => ("GET", "/api/v1/stats".to_string(), Some(Role::Read)),
         Command::Health => ("GET", "/api/v1/health".to_string(), None),
         Command::Reload => ("POST", "/api/v1/control/reload".to_string(), Some(Role::Admin)),
@@ -358,18 +458,7 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         Command::Pause { wait } => ANSWER_TIMEOUT + Duration::from_secs(*wait),
         _ => ANSWER_TIMEOUT,
     };
-    let config = load_config(cli)?;
-    let (host, port) = endpoint(cli, config.as_ref())?;
-    let token = match role {
-        Some(r) => bearer(cli, config.as_ref(), r)?,
-        None => None,
-    };
-    let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let resp = http::request(&host, port, method, &path, token.as_deref(), timeout).map_err(|e| match e {
-        http::Error::Connect(e) => format!("cannot reach the admin API at {shown}: {e}"),
-        http::Error::Exchange(e) => format!("bad answer from the admin API at {shown}: {e}"),
-    })?;
-    let json: Option<Value> = serde_json::from_str(&resp.body).ok();
+    let Answer { resp, json, sent_token } = Api::new(cli)?.call(method, &path, role, timeout)?;
     // Health answers 503 with a JSON body that is its result, not an error.
     if matches!(cmd, Command::Health) && matches!(resp.status, 200 | 503) {
         if cli.json {
@@ -380,7 +469,7 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
         return Ok(if resp.status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     if !(200..300).contains(&resp.status) {
-        return Err(api_error(&resp, json.as_ref(), token.is_some()));
+        return Err(api_error(&resp, json.as_ref(), sent_token));
     }
     // A pause that ended with clients still holding servers: paused all the same.
     let code = match cmd {
@@ -403,12 +492,79 @@ fn api_cmd(cli: &Cli, cmd: &Command) -> Result<ExitCode, Fail> {
             v.get("message").and_then(Value::as_str).unwrap_or("ok").to_string()
         }
         Command::Pools => render::pools(&v),
+        Command::Clients => render::clients(&v),
+        Command::Servers => render::servers(&v),
         Command::Stats => render::stats(&v),
         Command::Pause { wait } => render::pause(&v, *wait),
         _ => v.get("status").and_then(Value::as_str).unwrap_or("ok").to_string(),
     };
     println!("{}", text.trim_end());
     Ok(code)
+}
+
+/// What one frame of `top` shows.
+fn top_frame(api: &Api) -> Result<render::Frame, Fail> {
+    Ok(render::Frame {
+        status: api.get("/api/v1/status")?,
+        stats: api.get("/api/v1/stats")?,
+        nodes: api.get("/api/v1/nodes")?,
+        pools: api.get("/api/v1/pools")?,
+    })
+}
+
+/// `bctl top`: a frame every `interval` (the screen cleared before each on
+/// a terminal) until Ctrl-C; with `once`, one frame and exit. A daemon
+/// that cannot be reached is shown as such and tried again; a refused
+/// token ends it.
+fn top(api: &Api, interval: Duration, once: bool, json: bool) -> Result<ExitCode, Fail> {
+    use std::io::Write;
+    let clear = !once && !json && std::io::stdout().is_terminal();
+    let mut last: Option<(Instant, u64)> = None;
+    loop {
+        let started = Instant::now();
+        let text = match top_frame(api) {
+            Ok(f) if json => {
+                serde_json::json!({"status": f.status, "stats": f.stats, "nodes": f.nodes, "pools": f.pools})
+                    .to_string()
+            }
+            Ok(f) => {
+                let transactions = f.stats["transactions"].as_u64();
+                let rate = match (last, transactions) {
+                    (Some((at, before)), Some(now)) => {
+                        Some(now.saturating_sub(before) as f64 / started.duration_since(at).as_secs_f64().max(1e-3))
+                    }
+                    _ => None,
+                };
+                last = transactions.map(|t| (started, t));
+                render::top(&f, rate)
+            }
+            Err(e) if once || e.contains("(401)") || e.contains("(403)") => return Err(e),
+            Err(e) if json => {
+                eprintln!("bctl: {e} (retrying)");
+                last = None;
+                std::thread::sleep(interval.saturating_sub(started.elapsed()));
+                continue;
+            }
+            Err(e) => {
+                last = None;
+                format!("bctl top: {e}\n(retrying every {} s; Ctrl-C to quit)", interval.as_secs_f64())
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let written = if clear {
+            writeln!(out, "\x1b[H\x1b[2J{}", text.trim_end())
+        } else if once || json {
+            writeln!(out, "{}", text.trim_end())
+        } else {
+            writeln!(out, "{}\n", text.trim_end())
+        };
+        // A closed pipe (`bctl top | head`) ends it quietly.
+        if written.and_then(|()| out.flush()).is_err() || once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        drop(out);
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
 }
 
 /// One line for a 4xx/5xx answer.

@@ -45,6 +45,13 @@ impl Daemon {
 
     /// A daemon with these `backends:` entries (YAML) and `extra` top-level keys.
     fn start_with(backends: &str, extra: &str) -> Daemon {
+        Daemon::start_full(backends, extra, "", &[])
+    }
+
+    /// [`Daemon::start_with`] plus `rest_extra` (keys under `rest_api:`,
+    /// each line indented by two spaces); health is polled with bctl and
+    /// `bctl_args` (e.g. `--cacert FILE`).
+    fn start_full(backends: &str, extra: &str, rest_extra: &str, bctl_args: &[&str]) -> Daemon {
         let bin = pgbalancer_bin();
         let dir = tempfile::tempdir().unwrap();
         let (port, api) = (free_port(), free_port());
@@ -60,7 +67,7 @@ impl Daemon {
                  {extra}\n\
                  workers: 1\nshutdown_timeout: 5s\n\
                  rest_api:\n  enabled: true\n  port: {api}\n  bind_address: 127.0.0.1\n  \
-                 jwt_secret_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n",
+                 jwt_secret_file: {}\n  jwt_audience: pgbalancer\n  jwt_issuer: tests\n  jwt_max_ttl: 10m\n{rest_extra}",
                 secret.display()
             ),
         )
@@ -82,7 +89,7 @@ impl Daemon {
             if let Some(st) = d.exited() {
                 panic!("pgbalancer exited during startup ({st}); log:\n{}", d.log());
             }
-            if d.bctl(&["health"]).status.success() {
+            if d.bctl(&[bctl_args, &["health"]].concat()).status.success() {
                 return d;
             }
             assert!(start.elapsed() < DEADLINE, "admin API not healthy; log:\n{}", d.log());
@@ -370,4 +377,205 @@ fn bctl_pause_waits_for_servers() {
     assert!(psql.wait().unwrap().success());
     assert_eq!(ok(&d.bctl(&["pause", "--wait", "20"])).trim(), "paused");
     assert_eq!(ok(&d.bctl(&["resume"])).trim(), "resumed");
+}
+
+/// The port the daemon's proxy listens on.
+fn proxy_port(d: &Daemon) -> String {
+    let yaml = std::fs::read_to_string(&d.config).unwrap();
+    yaml.lines().find_map(|l| l.strip_prefix("port: ")).unwrap().trim().to_string()
+}
+
+/// A database of its own (tests of this binary run at once).
+fn fresh_db(prefix: &str) -> String {
+    let name = format!("{prefix}_{}", std::process::id());
+    pgcluster::shared().create_database(&name, "postgres").expect("create database");
+    name
+}
+
+/// psql through the daemon to `db` as `postgres`, named `app`: in session
+/// mode it holds a server until its standard input closes.
+fn hold_session(d: &Daemon, db: &str, app: &str) -> Child {
+    Command::new(pgcluster::shared().bin("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &proxy_port(d), "-U", "postgres", "-d", db])
+        .env("PGAPPNAME", app)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql")
+}
+
+/// `bctl clients` / `servers` against a psql session holding a server (the
+/// pid checked in pg_stat_activity), as tables and `--json`; `bctl top
+/// --once` as a table and as JSON; a live `bctl top` redraws.
+#[test]
+fn bctl_clients_servers_and_top() {
+    let d = Daemon::start();
+    let c = pgcluster::shared();
+    let db = fresh_db("bctl_clients");
+    let mut psql = hold_session(&d, &db, "bctl-watched");
+    let start = Instant::now();
+    let v = loop {
+        let v: Value = serde_json::from_str(&ok(&d.bctl(&["clients", "--json"]))).expect("clients --json is JSON");
+        if v["active"] == 1 {
+            break v;
+        }
+        assert!(start.elapsed() < DEADLINE, "psql's session not active: {v}\nlog:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let real: i64 = c
+        .psql(
+            &c.primary,
+            "postgres",
+            &format!("SELECT pid FROM pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend'"),
+        )
+        .unwrap()
+        .parse()
+        .expect("one backend");
+    let client = &v["clients"][0];
+    assert_eq!((v["total"].as_u64(), client["application_name"].as_str()), (Some(1), Some("bctl-watched")), "{v}");
+    assert_eq!((client["database"].as_str(), client["state"].as_str()), (Some(db.as_str()), Some("active")), "{v}");
+    assert_eq!(client["server"]["pid"].as_i64(), Some(real), "{v}");
+
+    let text = ok(&d.bctl(&["clients"]));
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(text.lines().next(), Some("clients: 1 (active 1, idle 0, waiting 0)"), "{text}");
+    assert_eq!(lines[2][..6], ["ID", "ADDRESS", "USER", "DATABASE", "APPLICATION", "STATE"], "{text}");
+    let row = &lines[3];
+    assert_eq!((row[3], row[4], row[5], row[7]), (db.as_str(), "bctl-watched", "active", real.to_string().as_str()));
+
+    let servers: Value = serde_json::from_str(&ok(&d.bctl(&["servers", "--json"]))).unwrap();
+    let held: Vec<&Value> = servers["servers"].as_array().unwrap().iter().filter(|s| s["database"] == db).collect();
+    assert_eq!(held.len(), 1, "{servers}");
+    assert_eq!((held[0]["pid"].as_i64(), held[0]["client"].clone()), (Some(real), client["id"].clone()), "{servers}");
+    let text = ok(&d.bctl(&["servers"]));
+    assert!(text.starts_with("servers: "), "{text}");
+    let row: Vec<&str> =
+        text.lines().find(|l| l.contains(&db)).expect("a row for the database").split_whitespace().collect();
+    assert_eq!((row[4], row[5]), (real.to_string().as_str(), "active"), "{text}");
+
+    // top --once: one frame, no escape codes; its pools table has the pool.
+    let text = ok(&d.bctl(&["top", "--once"]));
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(text.starts_with(&format!("pgbalancer {}  running  up ", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("clients 1  pinned 0  waiting 0")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ID  ADDRESS")), "{text}");
+    let pool: Vec<&str> =
+        text.lines().find(|l| l.starts_with(&db)).expect("the pool's row").split_whitespace().collect();
+    assert_eq!(pool[..4], [db.as_str(), "postgres", "0", "1"], "{text}");
+    let frame: Value = serde_json::from_str(&ok(&d.bctl(&["top", "--once", "--json"]))).expect("top --json is JSON");
+    assert_eq!(frame["status"]["clients"], 1, "{frame}");
+    for key in ["stats", "nodes", "pools"] {
+        assert!(frame[key].is_object(), "{key}: {frame}");
+    }
+    let out = d.bctl(&["top", "--interval", "0.1"]);
+    assert_eq!(out.status.code(), Some(2), "an interval under 0.2 s is refused");
+
+    // Live: frames keep coming (stdout is a pipe: no clearing), until killed.
+    let mut live = bctl()
+        .arg("--config")
+        .arg(&d.config)
+        .args(["top", "--interval", "0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = live.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("pgbalancer ") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for frame in 0..3 {
+        rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("frame {frame} of bctl top did not come"));
+    }
+    live.kill().unwrap();
+    live.wait().unwrap();
+
+    drop(psql.stdin.take());
+    assert!(psql.wait().unwrap().success());
+    let start = Instant::now();
+    while serde_json::from_str::<Value>(&ok(&d.bctl(&["clients", "--json"]))).unwrap()["total"] != 0 {
+        assert!(start.elapsed() < DEADLINE, "the client is still listed after it left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed: (CA PEM, chain
+/// PEM — the certificate then the CA —, key PEM).
+fn https_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_pem.clone(), format!("{}{ca_pem}", cert.pem()), key.serialize_pem())
+}
+
+/// The admin API on HTTPS: bctl with --config trusts rest_api.ssl_cert by
+/// itself; with --port, --cacert names the CA; without it bctl says the
+/// API may be serving HTTPS; a CA that did not sign the certificate fails
+/// the handshake with a clear message.
+#[test]
+fn bctl_over_https() {
+    use std::os::unix::fs::PermissionsExt;
+    let tls = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = https_pki();
+    let (ca_file, cert_file, key_file) =
+        (tls.path().join("ca.pem"), tls.path().join("admin.crt"), tls.path().join("admin.key"));
+    std::fs::write(&ca_file, ca).unwrap();
+    std::fs::write(&cert_file, chain).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let backend = pgcluster::shared().primary.port;
+    let d = Daemon::start_full(
+        &format!("  - host: 127.0.0.1\n    port: {backend}\n    role: primary\n"),
+        "",
+        &format!("  ssl_cert: {}\n  ssl_key: {}\n", cert_file.display(), key_file.display()),
+        &[],
+    );
+    let api = d.api.to_string();
+
+    // --config: HTTPS, trusting rest_api.ssl_cert (its chain holds the CA).
+    let status: Value = serde_json::from_str(&ok(&d.bctl(&["status", "--json"]))).unwrap();
+    assert_eq!(status["phase"], "running", "{status}");
+    assert_eq!(ok(&d.bctl(&["health"])).trim(), "ok");
+
+    // --port with --cacert and a token.
+    let token = ok(&d.bctl(&["token", "--role", "read"])).trim().to_string();
+    let ca_arg = ca_file.to_str().unwrap();
+    let out = bctl().args(["--port", &api, "--cacert", ca_arg, "--token", &token, "pools", "--json"]).output().unwrap();
+    let pools: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(pools["pools"].is_array(), "{pools}");
+
+    // Plain HTTP to it: no answer, and a hint.
+    let err = fails(&bctl().args(["--port", &api, "--token", &token, "status"]).output().unwrap());
+    assert!(err.contains("bad answer from the admin API at http://127.0.0.1:"), "{err}");
+    assert!(err.contains("--cacert"), "{err}");
+
+    // A CA that did not sign the certificate.
+    let other = tls.path().join("other-ca.pem");
+    std::fs::write(&other, https_pki().0).unwrap();
+    let err = fails(
+        &bctl()
+            .args(["--port", &api, "--cacert", other.to_str().unwrap(), "--token", &token, "status"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains(&format!("TLS with the admin API at https://127.0.0.1:{api} failed")), "{err}");
+    assert!(err.contains("UnknownIssuer") || err.contains("invalid peer certificate"), "{err}");
+    // A CA file with no certificate in it.
+    let err = fails(&bctl().args(["--port", &api, "--cacert", key_file.to_str().unwrap(), "status"]).output().unwrap());
+    assert!(err.contains("cannot use the CA certificate") && err.contains("no usable certificate"), "{err}");
+    assert!(!err.contains("PRIVATE"), "{err}");
 }

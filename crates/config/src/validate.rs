@@ -286,10 +286,9 @@ pub(crate) fn problems(c: &Config) -> Vec<Problem> {
     // read and parsed is checked where they are used (the daemon names the
     // key then), not here: bctl reads this file too, as an operator who may
     // read the certificate but not the daemon's private key.
-    for (key, v, other) in [
-        ("rest_api.ssl_cert", &r.ssl_cert, &r.ssl_key),
-        ("rest_api.ssl_key", &r.ssl_key, &r.ssl_cert),
-    ] {
+    for (key, v, other) in
+        [("rest_api.ssl_cert", &r.ssl_cert, &r.ssl_key), ("rest_api.ssl_key", &r.ssl_key, &r.ssl_cert)]
+    {
         match (v, other) {
             (Some(p), _) if p.as_os_str().is_empty() => bad(key, "must not be empty".into()),
             (None, Some(_)) => bad(

@@ -781,9 +781,7 @@ fn rest_api_tls_keys() {
     let key = format!("{d}/key.pem");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let yaml = |enabled: bool| {
-        format!(
-            "rest_api:\n  enabled: {enabled}\n  jwt_secret_file: /s\n  ssl_cert: {d}/cert.pem\n  ssl_key: {key}\n"
-        )
+        format!("rest_api:\n  enabled: {enabled}\n  jwt_secret_file: /s\n  ssl_cert: {d}/cert.pem\n  ssl_key: {key}\n")
     };
     let w = parse(&yaml(true)).unwrap().warnings();
     assert_eq!(w.len(), 1, "{w:?}");
