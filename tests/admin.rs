@@ -701,16 +701,12 @@ async fn pools_status_and_metrics_match_reality() {
     let long = "y".repeat(50_000);
     let row = one(&clients[1], &format!("SELECT length('{long}')::text || repeat('x', 100000)")).await.unwrap();
     assert_eq!(row.len(), 5 + 100_000);
-    // The last bytes a server sends in a transaction (its ReadyForQuery
-    // chunk) may be counted only when the client's next transaction ends:
-    // one more makes sure the big one is counted whole.
-    one(&clients[1], "SELECT 1").await.unwrap();
     let start = Instant::now();
     let stats = loop {
         let s = d.read("/api/v1/stats").await;
         let grew = |k: &str| s[k].as_u64().unwrap() - before[k].as_u64().unwrap();
         // A transaction is counted last, after its bytes.
-        if grew("transactions") >= 2 && grew("client_bytes") >= 50_000 && grew("server_bytes") >= 100_000 {
+        if grew("transactions") >= 1 && grew("client_bytes") >= 50_000 && grew("server_bytes") >= 100_000 {
             break s;
         }
         assert!(start.elapsed() < DEADLINE, "bytes not counted: {before} then {s}");

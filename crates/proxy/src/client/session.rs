@@ -742,6 +742,10 @@ impl Session {
         }
         let bytes = conn.take(pos);
         let edited = edit.finish(&bytes);
+        // Counted before a release adds the counts up, so a transaction's
+        // last answer is in the totals when it ends.
+        let forwarded = if edited { out.len() } else { bytes.len() };
+        self.received += forwarded as u64;
         if release != Release::Keep {
             self.release(release, &mut out).await;
         } else if self.flow.is_settled() && self.tx_status() == TxStatus::Idle {
@@ -750,10 +754,8 @@ impl Session {
             }
         }
         let r = if edited || release == Release::RefuseTransaction {
-            self.received += out.len() as u64;
             self.client.write_all(&out).await
         } else {
-            self.received += bytes.len() as u64;
             self.client.write_all(&bytes).await
         };
         out.clear();
