@@ -574,6 +574,39 @@ async fn bad_tokens_are_401() {
         assert!(!r.body.contains(&tok[..tok.len().min(20)]) || tok.len() < 20, "{what}: the token is echoed");
     }
     // A token in the query string is not looked at.
+    // Scenario 54: jwk/jku/x5u headers are ignored (a token signed with the
+    // attacker's key it names is still refused) and a kid is never used as a
+    // path (a kid aimed at a file does not change how the token is checked).
+    let attacker = "attacker-secret-0123456789abcdef0123456789";
+    let with_header = |secret: &str, extra: Value| {
+        let mut h = json!({"alg": "HS256", "typ": "JWT"});
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        let signing_input = format!("{}.{payload}", b64url(h.to_string().as_bytes()));
+        let mac = {
+            use hmac::{Hmac, Mac};
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            m.update(signing_input.as_bytes());
+            m.finalize().into_bytes()
+        };
+        format!("{signing_input}.{}", b64url(&mac))
+    };
+    let jwk = json!({"kty": "oct", "k": b64url(attacker.as_bytes())});
+    for (what, header) in [
+        ("jwk", json!({"jwk": jwk})),
+        ("jku", json!({"jku": "http://127.0.0.1:1/keys.json"})),
+        ("x5u", json!({"x5u": "http://127.0.0.1:1/cert.pem"})),
+        ("kid path", json!({"kid": "../../../../dev/null"})),
+    ] {
+        let r = http(d.api, source(70), "GET", "/api/v1/status", Some(&bearer(&with_header(attacker, header.clone()))))
+            .await;
+        assert_eq!(r.status, 401, "{what} with the attacker's key: {}", r.body);
+        // With the real secret the header changes nothing: accepted.
+        let ok = with_header(SECRET, header);
+        assert_eq!(d.get("/api/v1/status", Some(&ok)).await.status, 200, "{what} with the real secret");
+    }
+
     let r = http(d.api, source(60), "GET", &format!("/api/v1/status?access_token={good}"), None).await;
     assert_eq!(r.status, 401);
     // Basic auth or a bare token: 401.
@@ -582,7 +615,8 @@ async fn bad_tokens_are_401() {
 
     assert_eq!(d.get("/api/v1/status", Some(&good)).await.status, 200);
     let stats = d.read("/api/v1/stats").await;
-    assert_eq!(stats["api_auth_failures"], cases.len() + 2, "{stats}");
+    // The cases, the four attacker-signed headers, the query string, Basic.
+    assert_eq!(stats["api_auth_failures"], cases.len() + 4 + 2, "{stats}");
     assert!(!d.log().contains(&good), "a token reached the log");
     assert!(!d.log().contains(SECRET), "the secret reached the log");
 }

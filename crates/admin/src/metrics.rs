@@ -297,6 +297,14 @@ pub fn render(s: &Snapshot, a: &AdminCounters, m: &Measures, paused: bool) -> St
     counter(&mut r, "client_connections", "Clients accepted", t.clients_total);
     counter(&mut r, "clients_rejected", "Clients refused because max_client_conn were connected", t.clients_rejected);
     counter(&mut r, "login_failures", "Client logins that failed", t.login_failures);
+    gauge(&mut r, "unauthenticated_clients", "Connections still logging in", t.unauthenticated);
+    counter(
+        &mut r,
+        "unauthenticated_rejected",
+        "Connections refused at max_unauthenticated_clients",
+        t.unauthenticated_rejected,
+    );
+    counter(&mut r, "auth_throttled", "Logins refused because their source failed too often", t.auth_throttled);
     counter(&mut r, "transactions", "Transactions (and statements outside one) finished", t.transactions);
     counter(&mut r, "server_connects", "Server connections opened (attempts)", t.connects);
     counter(&mut r, "server_connect_failures", "Server connections that failed to open", t.connect_failures);

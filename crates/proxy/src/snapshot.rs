@@ -180,6 +180,12 @@ pub struct Totals {
     /// Clients refused because `max_client_conn` were connected.
     pub clients_rejected: u64,
     pub login_failures: u64,
+    /// Connections that have not finished logging in, now.
+    pub unauthenticated: usize,
+    /// Connections refused at `max_unauthenticated_clients`, ever.
+    pub unauthenticated_rejected: u64,
+    /// Logins refused because their source failed too often, ever.
+    pub auth_throttled: u64,
     pub transactions: u64,
     /// Sums over the pools.
     pub servers_active: usize,
@@ -231,6 +237,9 @@ impl Shared {
             clients_total: s.clients_total.load(Ordering::Relaxed),
             clients_rejected: s.clients_rejected.load(Ordering::Relaxed),
             login_failures: s.login_failures.load(Ordering::Relaxed),
+            unauthenticated: s.unauthenticated(),
+            unauthenticated_rejected: s.unauthenticated_rejected.load(Ordering::Relaxed),
+            auth_throttled: s.auth_throttled.load(Ordering::Relaxed),
             transactions: s.transactions.load(Ordering::Relaxed),
             // Forgotten pools' counts stay in the totals (counters never go down).
             connects: self.pools.retired.connects.load(Ordering::Relaxed),
