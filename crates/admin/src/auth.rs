@@ -448,6 +448,7 @@ impl FailureLimiter {
 
     /// How long `ip` must still wait, if it is limited now.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let ip = source_key(ip);
         let map = self.map.lock().unwrap();
         let (start, n) = *map.get(&ip)?;
         let elapsed = now.saturating_duration_since(start);
@@ -456,6 +457,7 @@ impl FailureLimiter {
 
     /// Counts one failure of `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let ip = source_key(ip);
         let mut map = self.map.lock().unwrap();
         if !map.contains_key(&ip) && map.len() >= self.capacity {
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < self.window);
@@ -482,10 +484,39 @@ impl FailureLimiter {
     }
 }
 
+/// The source a failure counts against: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 /64 — one host can use every address of its /64.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(o))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
+
+    #[test]
+    fn failures_count_per_ipv6_64_and_mapped_ipv4() {
+        let l = FailureLimiter::new(2, Duration::from_secs(60), 100);
+        let now = Instant::now();
+        l.record_failure("2001:db8::1".parse().unwrap(), now);
+        l.record_failure("2001:db8::2:3".parse().unwrap(), now);
+        assert!(l.blocked("2001:db8::ffff".parse().unwrap(), now).is_some(), "one /64 is one source");
+        assert!(l.blocked("2001:db8:0:1::1".parse().unwrap(), now).is_none(), "another /64 is not");
+        l.record_failure("::ffff:10.0.0.1".parse().unwrap(), now);
+        l.record_failure("10.0.0.1".parse().unwrap(), now);
+        assert!(l.blocked("10.0.0.1".parse().unwrap(), now).is_some(), "mapped IPv4 is IPv4");
+    }
     use serde_json::json;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";

@@ -76,6 +76,12 @@ pub fn authenticate(config: &Config, user: &str, password: &str) -> Option<Role>
             let given = Verifier::from_password(password, &v.salt, v.iterations);
             bool::from(given.stored_key.ct_eq(&v.stored_key) & given.server_key.ct_eq(&v.server_key))
         }
+        // An md5 hash is not a password: it never matches (validation
+        // refuses one for admin_users/stats_users; this holds regardless).
+        (Some(hash), None) if pgbalancer_config::is_md5_hash(hash) => {
+            std::hint::black_box(Verifier::from_password(password, DUMMY_SALT, DEFAULT_ITERATIONS));
+            false
+        }
         (Some(plain), None) => {
             // As costly as a verifier's check, then a comparison of equal-length digests.
             std::hint::black_box(Verifier::from_password(password, DUMMY_SALT, DEFAULT_ITERATIONS));
@@ -155,6 +161,19 @@ mod tests {
         };
         assert_eq!(authenticate(&c, "u", "pencil"), Some(Role::Admin));
         assert_eq!(authenticate(&c, "u", "Pencil"), None);
+    }
+
+    #[test]
+    fn an_md5_hash_is_never_a_password() {
+        // An md5 hash as PostgreSQL stores it ("md5" and 32 hex digits).
+        let hash = "md5f1c3b9a2c2d8f6e0d7b2a3c4e5f60718".to_string();
+        let c = Config {
+            users: vec![UserEntry { name: "u".into(), password: Some(hash.clone()) }],
+            admin_users: vec!["u".into()],
+            ..Config::default()
+        };
+        assert_eq!(authenticate(&c, "u", &hash), None, "the hash itself");
+        assert_eq!(authenticate(&c, "u", "secret"), None, "md5 users cannot log in to the API");
     }
 
     #[test]

@@ -688,7 +688,9 @@ async fn promote_node(proxy: &Shared, id: usize) -> Result<(Option<usize>, bool)
         NodeRole::Primary => false,
         // Not checked yet (or the checker is refused): ask the node.
         NodeRole::Unknown => {
-            let mut conn = own_connection(&config, id, &node.host, node.port, "ask whether it is in recovery").await?;
+            let mut conn =
+                own_connection(&config, &proxy.tls.backend(), id, &node.host, node.port, "ask whether it is in recovery")
+                    .await?;
             let answer =
                 tokio::time::timeout(config.health_check_timeout, conn.query_row("SELECT pg_is_in_recovery()")).await;
             conn.close().await;
@@ -719,7 +721,7 @@ async fn promote_node(proxy: &Shared, id: usize) -> Result<(Option<usize>, bool)
             )));
         }
         tracing::warn!(node = id, host = %node.host, port = node.port, "running pg_promote() through the admin API");
-        pg_promote(&config, id, &node.host, node.port).await?;
+        pg_promote(&config, &proxy.tls.backend(), id, &node.host, node.port).await?;
         ran_pg_promote = true;
     }
     topology.force_primary(Some(id));
@@ -756,6 +758,7 @@ async fn wait_write_target(topology: &pgbalancer_proxy::topology::Topology, id: 
 /// `health_check_timeout`; 502 when that fails.
 async fn own_connection(
     config: &Config,
+    tls: &pgbalancer_proxy::tls::BackendTls,
     id: usize,
     host: &str,
     port: u16,
@@ -769,7 +772,8 @@ async fn own_connection(
         database: config.health_check_database.clone(),
         secret: password.map_or(ServerSecret::None, ServerSecret::Password),
     };
-    ServerConn::connect(host, port, &login, config.health_check_timeout)
+    // As the health checker connects: backend_sslmode applies.
+    ServerConn::connect_tls(host, port, tls, &login, config.health_check_timeout)
         .await
         .map_err(|e| fail(format!("connecting as the health check user: {e}")))
 }
@@ -777,10 +781,16 @@ async fn own_connection(
 /// Runs `pg_promote()` on a node over a connection of its own, logged in
 /// as the health checker. A node that is not in recovery (already
 /// promoted) counts as done.
-async fn pg_promote(config: &Config, id: usize, host: &str, port: u16) -> Result<(), AdminError> {
+async fn pg_promote(
+    config: &Config,
+    tls: &pgbalancer_proxy::tls::BackendTls,
+    id: usize,
+    host: &str,
+    port: u16,
+) -> Result<(), AdminError> {
     let shown = host_port(host, port);
     let fail = |what: String| AdminError::Backend(format!("pg_promote() on node {id} ({shown}): {what}"));
-    let mut conn = own_connection(config, id, host, port, "run pg_promote()").await?;
+    let mut conn = own_connection(config, tls, id, host, port, "run pg_promote()").await?;
     let sql = format!("SELECT pg_promote(true, {PG_PROMOTE_WAIT_SECS})");
     let answer = tokio::time::timeout(Duration::from_secs(PG_PROMOTE_WAIT_SECS + 1), conn.query_row(&sql)).await;
     let result = match answer {
@@ -904,6 +914,11 @@ async fn login(
     // if the caller goes away meanwhile.
     let slot =
         ctx.login_slots.clone().acquire_owned().await.map_err(|_| AdminError::Unavailable("shutting down".into()))?;
+    // Failures of requests that queued meanwhile count too: parallel
+    // attempts from one source stop at the limit.
+    if let Some(wait) = ctx.limiter.blocked(ip, Instant::now()) {
+        return Err(rate_limited(wait));
+    }
     let role = tokio::task::spawn_blocking(move || {
         let _slot = slot;
         login::authenticate(&config, &req.user, &req.password)

@@ -111,16 +111,6 @@ impl std::fmt::Debug for ServerConn {
 }
 
 impl ServerConn {
-    /// Connects in plaintext and logs in, all within `timeout`.
-    pub async fn connect(
-        host: &str,
-        port: u16,
-        login: &ServerLogin,
-        timeout: Duration,
-    ) -> Result<Box<ServerConn>, ServerError> {
-        Self::connect_tls(host, port, &BackendTls::PLAINTEXT, login, timeout).await
-    }
-
     /// Connects, negotiates encryption as `tls` says (SSLRequest, handshake,
     /// certificate checks) and logs in, all within `timeout`.
     pub async fn connect_tls(

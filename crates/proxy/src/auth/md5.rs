@@ -71,30 +71,9 @@ pub fn verify_md5_response(stored: &str, salt: [u8; 4], response: &[u8]) -> bool
     }
 }
 
-/// A fake stored hash for a user that does not exist: deterministic per
-/// user under `secret` (random per process), so the exchange looks like a
-/// real one and fails like a wrong password. No password matches it but by
-/// chance (an md5 preimage).
-pub fn dummy_stored_hash(user: &str, secret: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"pgbalancer md5 dummy ");
-    mac.update(user.as_bytes());
-    format!("md5{}", hex_lower(&mac.finalize().into_bytes()[..16]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dummy_hashes_are_well_formed_and_stable() {
-        let a = dummy_stored_hash("ghost", b"secret");
-        assert_eq!(a, dummy_stored_hash("ghost", b"secret"));
-        assert_ne!(a, dummy_stored_hash("ghost2", b"secret"));
-        assert_ne!(a, dummy_stored_hash("ghost", b"other"));
-        assert!(md5_response_from_stored(&a, [1, 2, 3, 4]).is_some(), "{a}");
-    }
 
     // Expected values computed independently (Python hashlib).
     #[test]

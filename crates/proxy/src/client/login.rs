@@ -346,17 +346,14 @@ pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, id: &Identity)
     };
     // As PostgreSQL: md5 with a SCRAM verifier runs SCRAM; scram-sha-256
     // with an md5 hash (or no secret) runs a mock exchange that fails.
-    // Unknown users run the same exchange against a fake secret, so the
-    // answer and its timing match a wrong password.
+    // Unknown users run a mock SCRAM exchange whatever the method (as
+    // PostgreSQL with its default password_encryption), so an unknown name
+    // looks like a SCRAM user with a wrong password, not like nobody.
     let mut pass_through = None;
     let outcome = match (method, &secret) {
         (AuthType::Md5, Some(Secret::Md5(hash))) => md5_login(conn, hash, Expect::Real).await,
         (AuthType::Md5, Some(Secret::Plain { password, .. })) => {
             md5_login(conn, &md5::md5_stored_hash(ctx.user, password), Expect::Real).await
-        }
-        (AuthType::Md5, None) => {
-            let dummy = md5::dummy_stored_hash(ctx.user, &users.dummy_secret);
-            md5_login(conn, &dummy, Expect::Fail("unknown_user")).await
         }
         (_, Some(Secret::Scram(v))) => scram_login(conn, v.clone(), Expect::Real).await.map(|client_key| {
             pass_through = Some(ServerSecret::ScramKeys {
