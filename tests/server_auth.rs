@@ -200,3 +200,53 @@ async fn server_lifetime_replaces_old_servers() {
     })
     .await;
 }
+
+/// A server (or a man in the middle) that answers SCRAM's client-final with
+/// AuthenticationOk, skipping the SASLFinal that proves it knows the
+/// verifier, is refused: the client gets an error, not a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_without_the_server_signature_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        async fn message(s: &mut tokio::net::TcpStream, tagged: bool) -> (u8, Vec<u8>) {
+            let tag = if tagged { s.read_u8().await.unwrap() } else { 0 };
+            let len = s.read_u32().await.unwrap() as usize;
+            let mut body = vec![0; len - 4];
+            s.read_exact(&mut body).await.unwrap();
+            (tag, body)
+        }
+        let auth = |code: u32, data: &[u8]| {
+            let mut m = vec![b'R'];
+            m.extend_from_slice(&((8 + data.len()) as u32).to_be_bytes());
+            m.extend_from_slice(&code.to_be_bytes());
+            m.extend_from_slice(data);
+            m
+        };
+        message(&mut s, false).await; // StartupMessage
+        s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
+        let (_, first) = message(&mut s, true).await; // SASLInitialResponse
+        let text = String::from_utf8_lossy(&first).into_owned();
+        let nonce = text.split("r=").nth(1).unwrap().split(',').next().unwrap().to_owned();
+        let server_first = format!("r={nonce}srv,s=c2FsdHNhbHRzYWx0c2FsdA==,i=4096");
+        s.write_all(&auth(11, server_first.as_bytes())).await.unwrap();
+        message(&mut s, true).await; // SASLResponse (client-final)
+                                     // No SASLFinal: straight to AuthenticationOk and ReadyForQuery.
+        s.write_all(&auth(0, b"")).await.unwrap();
+        s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+        // Whatever comes next (a Terminate, or a query if accepted).
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    });
+    let mut cfg = base_config();
+    cfg.backends[0].port = fake_port;
+    cfg.server_user = Some("someone".into());
+    cfg.server_password = Some(pgbalancer_config::SecretRef::Plain("a-password".into()));
+    let proxy = TestProxy::start(cfg).await;
+    let e = current_user(&proxy, APP_USER, APP_PASSWORD, "postgres").await.expect_err("a forged server");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string());
+    assert!(msg.contains("without proving its signature"), "{msg}");
+    server.abort();
+}

@@ -178,6 +178,14 @@ impl ServerConn {
                     let (code, rest) =
                         read::authentication(&body).ok_or(ServerError::Protocol("short authentication message"))?;
                     match code {
+                        // A SCRAM exchange that started must have ended with
+                        // the server's signature checked: a server (or a man
+                        // in the middle) that skips SASLFinal is refused.
+                        auth_code::OK if scram.as_ref().is_some_and(|ex| !ex.is_done()) => {
+                            return Err(ServerError::Auth(
+                                "server ended SCRAM authentication without proving its signature".into(),
+                            ));
+                        }
                         auth_code::OK => {}
                         auth_code::CLEARTEXT_PASSWORD => {
                             let ServerSecret::Password(p) = &login.secret else {

@@ -560,6 +560,11 @@ impl ClientExchange {
         self.state = ClientState::Done;
         Ok(())
     }
+
+    /// The server proved it knows the verifier (its final signature checked).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ClientState::Done)
+    }
 }
 
 impl fmt::Debug for ClientExchange {
