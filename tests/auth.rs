@@ -1126,3 +1126,23 @@ async fn own_queries_ignore_a_hostile_search_path() {
     drop(other);
     assert_eq!(one(&hostile, "SHOW work_mem").await.unwrap(), "7MB", "replayed with its real value");
 }
+
+/// A user name longer than 63 bytes is cut as PostgreSQL cuts it, so a
+/// rule for the 63-byte name still applies to `<name>X` (it is that user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_user_names_are_cut_like_postgresql() {
+    let db = fresh_db("auth_longname");
+    let name63 = "u".repeat(63);
+    let mut cfg = base_config();
+    cfg.auth_type = AuthType::Trust;
+    cfg.hba = vec![
+        rule(HbaType::Host, "all", &name63, "127.0.0.0/8", AuthType::Reject),
+        rule(HbaType::Host, "all", "all", "127.0.0.0/8", AuthType::Trust),
+    ];
+    let proxy = TestProxy::start(cfg).await;
+    for asked in [name63.clone(), format!("{name63}X"), format!("{name63}XYZ")] {
+        let (code, m) = refused(connect_from(&proxy, "127.0.0.1", &asked, "x", &db).await);
+        assert_eq!(code, "28000", "{asked}: {m}");
+        assert!(m.contains(&format!("user \"{name63}\"")), "{asked}: {m}");
+    }
+}

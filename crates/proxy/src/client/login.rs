@@ -182,11 +182,26 @@ pub async fn check_startup(conn: &mut ClientConn, msg: &StartupMessage) -> Resul
         write::negotiate_protocol_version(&mut conn.write_buf, startup::PROTOCOL_3_0, options.into_iter());
     }
     let database = msg.get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    // PostgreSQL keeps at most 63 bytes of a name (NAMEDATALEN - 1), cut at
+    // a character boundary: so do hba rules, user lists and pools here.
     Ok(Identity {
-        user: user.to_owned(),
-        database: database.to_owned(),
+        user: truncate_name(user).to_owned(),
+        database: truncate_name(database).to_owned(),
         application_name: msg.get("application_name").unwrap_or_default().to_owned(),
     })
+}
+
+/// The first 63 bytes of `name`, cut at a character boundary.
+pub fn truncate_name(name: &str) -> &str {
+    const NAME_MAX: usize = 63;
+    if name.len() <= NAME_MAX {
+        return name;
+    }
+    let mut end = NAME_MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// Takes a place among the connections still in startup or
@@ -575,5 +590,20 @@ async fn read_password_message(conn: &mut ClientConn) -> Result<bytes::BytesMut,
             Err(ClientError::Frame(e))
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_like_postgresql() {
+        let long = "a".repeat(70);
+        assert_eq!(truncate_name(&long).len(), 63);
+        assert_eq!(truncate_name("short"), "short");
+        // 62 ASCII bytes then a 2-byte character: cut before it.
+        let mixed = format!("{}é", "b".repeat(62));
+        assert_eq!(truncate_name(&mixed), "b".repeat(62));
     }
 }
