@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -385,22 +385,10 @@ async fn stats(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
 /// Seconds since the epoch as RFC 3339 UTC (`2026-01-05T09:30:00Z`), or
 /// `null` for a time before the epoch.
 fn rfc3339(t: SystemTime) -> Value {
-    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
-        return Value::Null;
-    };
-    let secs = since.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    json!(format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60))
+    match pgbalancer_proxy::snapshot::utc_fields(t) {
+        Some((y, mo, d, h, mi, s)) => json!(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")),
+        None => Value::Null,
+    }
 }
 
 fn client_json(c: &ClientSnapshot, now: SystemTime) -> Value {
@@ -688,9 +676,15 @@ async fn promote_node(proxy: &Shared, id: usize) -> Result<(Option<usize>, bool)
         NodeRole::Primary => false,
         // Not checked yet (or the checker is refused): ask the node.
         NodeRole::Unknown => {
-            let mut conn =
-                own_connection(&config, &proxy.tls.backend(), id, &node.host, node.port, "ask whether it is in recovery")
-                    .await?;
+            let mut conn = own_connection(
+                &config,
+                &proxy.tls.backend(),
+                id,
+                &node.host,
+                node.port,
+                "ask whether it is in recovery",
+            )
+            .await?;
             let answer =
                 tokio::time::timeout(config.health_check_timeout, conn.query_row("SELECT pg_is_in_recovery()")).await;
             conn.close().await;
@@ -967,6 +961,7 @@ async fn openapi() -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn rfc3339_dates() {

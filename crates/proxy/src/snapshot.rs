@@ -372,3 +372,21 @@ pub fn servers_snapshot(shared: &Shared) -> Vec<ServerSnapshot> {
     out.sort_by(|a, b| (a.node, &a.database, &a.user, a.pid).cmp(&(b.node, &b.database, &b.user, b.pid)));
     out
 }
+
+/// A time as UTC calendar fields: (year, month, day, hour, minute, second);
+/// `None` before the epoch.
+pub fn utc_fields(t: std::time::SystemTime) -> Option<(i64, i64, i64, u64, u64, u64)> {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some((year, month, day, rem / 3600, rem % 3600 / 60, rem % 60))
+}
