@@ -1146,3 +1146,40 @@ async fn long_user_names_are_cut_like_postgresql() {
         assert!(m.contains(&format!("user \"{name63}\"")), "{asked}: {m}");
     }
 }
+
+/// Exchanges already in flight when a source reaches `auth_failure_limit`
+/// learn nothing more: the limit is checked again when the proof arrives,
+/// before it is checked, so even the right password then gets 53300 (not
+/// a success that would tell a guesser it was right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_exchanges_stop_at_the_limit() {
+    let db = fresh_db("auth_burst");
+    let mut cfg = base_config();
+    cfg.auth_failure_limit = 3;
+    let proxy = TestProxy::start(cfg).await;
+    // Five exchanges up to the server-first message, all before any failure.
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let (mut r, n) = first_answer(proxy.addr, APP_USER, &db).await;
+        assert_eq!(auth_code(&n), Some(10), "{n:?}");
+        let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unsupported());
+        r.send(&sasl_initial("SCRAM-SHA-256", scram.message())).await;
+        let server_first = match r.next().await {
+            Next::Message(b'R', b) if b.len() > 4 => b[4..].to_vec(),
+            other => panic!("server-first expected, got {other:?}"),
+        };
+        scram.update(&server_first).expect("server-first");
+        open.push((r, scram));
+    }
+    // Three wrong proofs: the source reaches its limit.
+    for (r, _) in open.iter_mut().take(3) {
+        r.send(&msg(b'p', format!("c=biws,r=x,p={}", B64.encode([7u8; 32])).as_bytes())).await;
+        assert_eq!(fatal(&r.next().await).0, "28P01");
+    }
+    // The fourth sends the right proof: refused without being checked.
+    let (r, scram) = &mut open[3];
+    r.send(&msg(b'p', scram.message())).await;
+    let (code, m) = fatal(&r.next().await);
+    assert_eq!(code, "53300", "{m}");
+    assert!(m.contains("too many failed logins"), "{m}");
+}

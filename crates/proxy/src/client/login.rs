@@ -365,12 +365,13 @@ pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, id: &Identity)
     // PostgreSQL with its default password_encryption), so an unknown name
     // looks like a SCRAM user with a wrong password, not like nobody.
     let mut pass_through = None;
+    let gate = Gate { shared, ip: ctx.ip };
     let outcome = match (method, &secret) {
-        (AuthType::Md5, Some(Secret::Md5(hash))) => md5_login(conn, hash, Expect::Real).await,
+        (AuthType::Md5, Some(Secret::Md5(hash))) => md5_login(conn, hash, Expect::Real, &gate).await,
         (AuthType::Md5, Some(Secret::Plain { password, .. })) => {
-            md5_login(conn, &md5::md5_stored_hash(ctx.user, password), Expect::Real).await
+            md5_login(conn, &md5::md5_stored_hash(ctx.user, password), Expect::Real, &gate).await
         }
-        (_, Some(Secret::Scram(v))) => scram_login(conn, v.clone(), Expect::Real).await.map(|client_key| {
+        (_, Some(Secret::Scram(v))) => scram_login(conn, v.clone(), Expect::Real, &gate).await.map(|client_key| {
             pass_through = Some(ServerSecret::ScramKeys {
                 client_key,
                 server_key: v.server_key,
@@ -378,11 +379,13 @@ pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, id: &Identity)
                 iterations: v.iterations,
             });
         }),
-        (_, Some(Secret::Plain { verifier, .. })) => scram_login(conn, verifier.clone(), Expect::Real).await.map(drop),
+        (_, Some(Secret::Plain { verifier, .. })) => {
+            scram_login(conn, verifier.clone(), Expect::Real, &gate).await.map(drop)
+        }
         (_, Some(Secret::Md5(_)) | None) => {
             let reason = if secret.is_some() { "no_scram_secret" } else { "unknown_user" };
             let dummy = Verifier::dummy(ctx.user, &users.dummy_secret);
-            scram_login(conn, dummy, Expect::Fail(reason)).await.map(drop)
+            scram_login(conn, dummy, Expect::Fail(reason), &gate).await.map(drop)
         }
     };
     match outcome {
@@ -398,7 +401,8 @@ pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, id: &Identity)
             Err(ClientError::AuthFailed(id.user.clone()))
         }
         Err(Failure::Refused { code, message, reason }) => {
-            audit_failure(shared, &ctx, Some(method), rule, reason, true);
+            // A throttled attempt is not counted again.
+            audit_failure(shared, &ctx, Some(method), rule, reason, reason != Gate::REASON);
             conn.fatal(code, &message).await;
             Err(ClientError::AuthFailed(id.user.clone()))
         }
@@ -487,7 +491,12 @@ fn authentication_md5(buf: &mut BytesMut, salt: [u8; 4]) {
 /// over TLS when the certificate has channel binding data. On success
 /// writes AuthenticationSASLFinal (not flushed; AuthenticationOk follows)
 /// and returns the client's ClientKey.
-async fn scram_login(conn: &mut ClientConn, verifier: Verifier, expect: Expect) -> Result<[u8; 32], Failure> {
+async fn scram_login(
+    conn: &mut ClientConn,
+    verifier: Verifier,
+    expect: Expect,
+    gate: &Gate<'_>,
+) -> Result<[u8; 32], Failure> {
     let end_point = conn.tls_end_point.clone().filter(|_| conn.is_tls());
     let mechanisms: &[&str] =
         if end_point.is_some() { &[scram::MECHANISM_PLUS, scram::MECHANISM] } else { &[scram::MECHANISM] };
@@ -514,12 +523,39 @@ async fn scram_login(conn: &mut ClientConn, verifier: Verifier, expect: Expect) 
     conn.flush().await?;
 
     let body = read_password_message(conn).await?;
+    gate.check()?;
     let server_final = exchange.client_final(&body).map_err(|e| scram_failure(e, expect))?;
     if let Expect::Fail(reason) = expect {
         return Err(Failure::Password(reason));
     }
     write::authentication_sasl_final(&mut conn.write_buf, &server_final);
     Ok(exchange.client_key().expect("set by a successful client_final"))
+}
+
+/// The failed-login limit, checked again when the client's proof arrives
+/// and before it is checked: exchanges already in flight when the source
+/// reached its limit learn nothing about their passwords.
+struct Gate<'a> {
+    shared: &'a Shared,
+    ip: std::net::IpAddr,
+}
+
+impl Gate<'_> {
+    const REASON: &'static str = "throttled";
+
+    fn check(&self) -> Result<(), Failure> {
+        let Err(left) = self.shared.auth_failures.check(self.ip, Instant::now()) else { return Ok(()) };
+        self.shared.stats.auth_throttled.fetch_add(1, Ordering::Relaxed);
+        Err(Failure::Refused {
+            code: sqlstate::TOO_MANY_CONNECTIONS,
+            message: format!(
+                "too many failed logins from host \"{}\" (auth_failure_limit); try again in {} s",
+                self.ip,
+                left.as_secs().max(1)
+            ),
+            reason: Self::REASON,
+        })
+    }
 }
 
 /// How a SCRAM error is answered: channel binding problems as PostgreSQL
@@ -556,7 +592,7 @@ fn scram_failure(e: ScramError, expect: Expect) -> Failure {
 
 /// An md5 challenge, answered against a stored hash (compared in constant
 /// time).
-async fn md5_login(conn: &mut ClientConn, stored: &str, expect: Expect) -> Result<(), Failure> {
+async fn md5_login(conn: &mut ClientConn, stored: &str, expect: Expect, gate: &Gate<'_>) -> Result<(), Failure> {
     let mut salt = [0u8; 4];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut salt);
     authentication_md5(&mut conn.write_buf, salt);
@@ -567,6 +603,7 @@ async fn md5_login(conn: &mut ClientConn, stored: &str, expect: Expect) -> Resul
         conn.fatal(sqlstate::PROTOCOL_VIOLATION, "invalid password packet size").await;
         return Err(ClientError::Protocol("invalid password packet").into());
     };
+    gate.check()?;
     let ok = md5::verify_md5_response(stored, salt, response);
     match expect {
         Expect::Real if ok => Ok(()),
