@@ -37,14 +37,21 @@ pub(crate) enum Secret {
 impl Secret {
     /// Classifies a stored password: a SCRAM verifier (checked), an md5
     /// hash, or plaintext.
-    pub fn parse(stored: &str) -> Result<Secret, String> {
+    ///
+    /// A plaintext password gets a verifier whose salt is the one an unknown
+    /// user of that name would be shown (`Verifier::dummy` under
+    /// `dummy_secret`): stable across reloads, so the salt tells nothing
+    /// about whether the name is configured.
+    pub fn parse(stored: &str, user: &str, dummy_secret: &[u8]) -> Result<Secret, String> {
         if stored.starts_with("SCRAM-SHA-256$") {
             Verifier::parse(stored).map(Secret::Scram).map_err(|e| e.to_string())
         } else if is_md5_hash(stored) {
             // PostgreSQL writes lower case; compare in that form.
             Ok(Secret::Md5(stored.to_ascii_lowercase()))
         } else {
-            Ok(Secret::Plain { password: stored.to_owned(), verifier: Verifier::generate(stored) })
+            let salt = Verifier::dummy(user, dummy_secret).salt;
+            let verifier = Verifier::from_password(stored, &salt, crate::auth::scram::DEFAULT_ITERATIONS);
+            Ok(Secret::Plain { password: stored.to_owned(), verifier })
         }
     }
 
@@ -94,7 +101,8 @@ impl UserDb {
         let mut users = HashMap::new();
         for (index, u) in config.users.iter().enumerate() {
             let Some(pw) = &u.password else { continue };
-            let secret = Secret::parse(pw).map_err(|m| UserError(format!("users[{index}].password: {m}")))?;
+            let secret = Secret::parse(pw, &u.name, &dummy_secret)
+                .map_err(|m| UserError(format!("users[{index}].password: {m}")))?;
             users.insert(u.name.clone(), secret);
         }
         if let Some(path) = &config.users_file {
@@ -111,7 +119,8 @@ impl UserDb {
                 if users.contains_key(&name) {
                     return Err(at(format!("line {line}: user \"{name}\" also has a password in users; keep one")));
                 }
-                let secret = Secret::parse(&password).map_err(|m| at(format!("line {line}: {m}")))?;
+                let secret =
+                    Secret::parse(&password, &name, &dummy_secret).map_err(|m| at(format!("line {line}: {m}")))?;
                 users.insert(name, secret);
             }
         }
@@ -398,9 +407,9 @@ mod tests {
         assert_eq!(u[2].2, "pa ss\"word");
         assert_eq!(u[2].0, 6);
         assert_eq!(u[3].2, "");
-        assert!(matches!(Secret::parse(&u[0].2), Ok(Secret::Scram(_))));
-        assert!(matches!(Secret::parse(&u[1].2), Ok(Secret::Md5(_))));
-        assert!(matches!(Secret::parse(&u[2].2), Ok(Secret::Plain { .. })));
+        assert!(matches!(Secret::parse(&u[0].2, "a", b"k"), Ok(Secret::Scram(_))));
+        assert!(matches!(Secret::parse(&u[1].2, "b", b"k"), Ok(Secret::Md5(_))));
+        assert!(matches!(Secret::parse(&u[2].2, "c", b"k"), Ok(Secret::Plain { .. })));
         for (bad, line) in [
             ("app \"pw\"\n", 1),
             ("\n\"app\" pw\n", 2),
@@ -412,7 +421,13 @@ mod tests {
             let e = parse_userlist(bad).expect_err(bad);
             assert!(e.starts_with(&format!("line {line}: ")), "{bad:?}: {e}");
         }
-        assert!(Secret::parse("SCRAM-SHA-256$bad").is_err());
+        assert!(Secret::parse("SCRAM-SHA-256$bad", "u", b"k").is_err());
+        // A plaintext password's salt is an unknown user's salt: stable, and
+        // no different from what an unconfigured name is shown.
+        let Ok(Secret::Plain { verifier, .. }) = Secret::parse("pw", "u", b"k") else { panic!("plain") };
+        assert_eq!(verifier.salt, Verifier::dummy("u", b"k").salt);
+        let Ok(Secret::Plain { verifier: again, .. }) = Secret::parse("pw", "u", b"k") else { panic!("plain") };
+        assert_eq!(verifier.stored_key, again.stored_key);
     }
 
     #[test]

@@ -342,7 +342,7 @@ pub async fn authenticate(conn: &mut ClientConn, shared: &Shared, id: &Identity)
             None => None,
             Some(q) => match q.lookup(shared, ctx.user).await {
                 Ok(None) => None,
-                Ok(Some(stored)) => match Secret::parse(&stored) {
+                Ok(Some(stored)) => match Secret::parse(&stored, ctx.user, &users.dummy_secret) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         tracing::warn!(user = ctx.user, error = %e, "auth_query returned an unusable password");
