@@ -98,7 +98,9 @@ pub async fn run(mut conn: ClientConn, shared: Arc<Shared>, user: String, access
         match h.tag {
             fe::QUERY => {
                 let text = read::query_text(body).unwrap_or("");
-                tracing::info!(%user, "admin console: {text}");
+                // Bounded and escaped: a console user cannot flood or forge log lines.
+                let shown: String = text.chars().take(200).collect();
+                tracing::info!(%user, command = ?shown, "admin console");
                 run_query(&shared, access, text, &mut out).await;
                 write::ready_for_query(&mut out, TxStatus::Idle);
             }
