@@ -123,7 +123,12 @@ impl ClientConn {
             ClientStream::Plain(s) => loop {
                 s.readable().await?;
                 self.read_buf.reserve(want.clamp(4096, READ_CHUNK));
-                match s.try_read_buf(&mut self.read_buf) {
+                // The socket is readable, so this read completes at once.
+                // Unlike `try_read_buf`, tokio's `poll_read` forgets the
+                // readiness when the read did not fill the buffer (the
+                // socket is drained): the next wait goes straight to epoll
+                // instead of costing a `recv` that finds nothing.
+                match s.read_buf(&mut self.read_buf).await {
                     Ok(0) => return Err(ClientError::Closed),
                     Ok(_) => return Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
