@@ -123,8 +123,20 @@ impl ClientParams {
     }
 
     /// Records on the server what it now holds for this client.
+    /// Runs at every checkout: when the server already holds this list (the
+    /// steady state) nothing is copied; otherwise the strings it has are
+    /// overwritten in place (a tuple's `clone_from` would allocate anew).
     pub fn record_on(&self, server: &mut ServerConn) {
-        server.applied.clone_from(&self.wanted);
+        if server.applied == self.wanted {
+            return;
+        }
+        server.applied.truncate(self.wanted.len());
+        let kept = server.applied.len();
+        for ((k, v), (wk, wv)) in server.applied.iter_mut().zip(&self.wanted) {
+            k.clone_from(wk);
+            v.clone_from(wv);
+        }
+        server.applied.extend(self.wanted[kept..].iter().cloned());
     }
 }
 
