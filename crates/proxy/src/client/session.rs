@@ -233,9 +233,12 @@ impl Session {
                         Link::Idle => std::future::pending().await,
                     }
                 };
+                // Biased: no random start per wake-up; what the server sent
+                // goes out first, then the client's next messages.
                 tokio::select! {
-                    r = client_read => Wake::Client(r),
+                    biased;
                     r = server_read => Wake::Server(r),
+                    r = client_read => Wake::Client(r),
                     _ = sleep_unless_zero(timeout) => Wake::Timeout,
                     r = phase.changed() => {
                         if r.is_err() {
