@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tokio::sync::oneshot;
+use std::task::{Poll, Waker};
 
 use crate::error::PoolError;
 use crate::server::{ServerConn, ServerLogin};
@@ -61,8 +61,132 @@ struct Inner {
     idle: VecDeque<Box<ServerConn>>,
     /// Connections that exist or are being opened (idle + checked out + connecting).
     open: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Clients waiting, first come first served.
+    waiters: VecDeque<Arc<Waiter>>,
+    /// Waiters whose wait ended, reused by later waits (a checkout that
+    /// queues allocates nothing once the pool has seen as many waiters).
+    spare: VecDeque<Arc<Waiter>>,
     closed: bool,
+}
+
+/// Most spare waiters a pool keeps.
+const MAX_SPARE_WAITERS: usize = 1024;
+
+/// Where a queued checkout receives its connection (or slot). One lock
+/// per hand-over and per poll, the waiting task's waker kept in place.
+struct Waiter {
+    state: Mutex<WaitSlot>,
+}
+
+struct WaitSlot {
+    state: WaitState,
+    waker: Option<Waker>,
+}
+
+// The connection moves by value; boxing would allocate per hand-over.
+#[allow(clippy::large_enum_variant)]
+enum WaitState {
+    Waiting,
+    Granted(Grant),
+    /// The waiting side gave up (timed out or was dropped).
+    Gone,
+    /// The pool was closed.
+    Closed,
+}
+
+impl Waiter {
+    fn new() -> Arc<Waiter> {
+        Arc::new(Waiter { state: Mutex::new(WaitSlot { state: WaitState::Waiting, waker: None }) })
+    }
+
+    /// Ends the wait with `to` if the waiter still waits (else gives `to`
+    /// back) and wakes the waiting task.
+    fn end_wait(&self, to: WaitState) -> Result<(), WaitState> {
+        let mut s = self.state.lock().unwrap();
+        if !matches!(s.state, WaitState::Waiting) {
+            return Err(to);
+        }
+        s.state = to;
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Hands `grant` over if the waiter still waits; gives it back if not.
+    /// Called under the pool's lock: the grant given back must not be
+    /// dropped there (its drop takes the lock).
+    fn offer(&self, grant: Grant) -> Result<(), Grant> {
+        self.end_wait(WaitState::Granted(grant)).map_err(|back| match back {
+            WaitState::Granted(g) => g,
+            _ => unreachable!("offered a grant"),
+        })
+    }
+
+    fn is_waiting(&self) -> bool {
+        matches!(self.state.lock().unwrap().state, WaitState::Waiting)
+    }
+
+    fn close(&self) {
+        let _ = self.end_wait(WaitState::Closed);
+    }
+
+    /// Waits for the grant; cancel-safe (a grant that arrives after the
+    /// future is dropped is collected by [`Waiter::give_up`]).
+    async fn granted(&self) -> Result<Grant, PoolError> {
+        std::future::poll_fn(|cx| {
+            let mut s = self.state.lock().unwrap();
+            match std::mem::replace(&mut s.state, WaitState::Gone) {
+                WaitState::Granted(g) => Poll::Ready(Ok(g)),
+                WaitState::Closed => Poll::Ready(Err(PoolError::Closed)),
+                other => {
+                    s.state = other;
+                    match &mut s.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        slot => *slot = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Ends the wait: a grant that arrived meanwhile is returned (the
+    /// caller drops it, which gives the connection or slot back).
+    fn give_up(&self) -> Option<Grant> {
+        let mut s = self.state.lock().unwrap();
+        s.waker = None;
+        match std::mem::replace(&mut s.state, WaitState::Gone) {
+            WaitState::Granted(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// Takes a waiter for a new wait: a spare one that nobody else holds any
+/// more, else a new one.
+fn waiter_for(g: &mut Inner) -> Arc<Waiter> {
+    if let Some(mut w) = g.spare.pop_front() {
+        if let Some(unique) = Arc::get_mut(&mut w) {
+            let slot = unique.state.get_mut().unwrap();
+            slot.state = WaitState::Waiting;
+            slot.waker = None;
+            return w;
+        }
+        // Its last waiting side has not let go yet: try it again later.
+        g.spare.push_back(w);
+    }
+    Waiter::new()
+}
+
+/// A waiter whose wait ended goes to the spare list.
+fn recycle(g: &mut Inner, w: Arc<Waiter>) {
+    if g.spare.len() < MAX_SPARE_WAITERS {
+        g.spare.push_back(w);
+    }
 }
 
 pub struct Pool {
@@ -104,7 +228,13 @@ impl Pool {
             port,
             settings,
             login: Mutex::new(login),
-            inner: Mutex::new(Inner { idle: VecDeque::new(), open: 0, waiters: VecDeque::new(), closed: false }),
+            inner: Mutex::new(Inner {
+                idle: VecDeque::new(),
+                open: 0,
+                waiters: VecDeque::new(),
+                spare: VecDeque::new(),
+                closed: false,
+            }),
             initial_params: Mutex::new(None),
             spellings: Mutex::new(HashMap::new()),
             stats: PoolStats::default(),
@@ -226,28 +356,33 @@ impl Pool {
                 return Ok(Grant::Slot(Slot { pool: Some(self.clone()) }));
             }
             if g.waiters.len() >= 64 && g.waiters.len().is_power_of_two() {
-                g.waiters.retain(|w| !w.is_closed());
+                let (live, gone): (VecDeque<_>, VecDeque<_>) = g.waiters.drain(..).partition(|w| w.is_waiting());
+                g.waiters = live;
+                gone.into_iter().for_each(|w| recycle(&mut g, w));
             }
-            let (tx, rx) = oneshot::channel();
-            g.waiters.push_back(tx);
-            rx
+            let w = waiter_for(&mut g);
+            g.waiters.push_back(w.clone());
+            w
         };
         excess.into_iter().for_each(spawn_close);
         // Counted while waiting, also when this future is dropped mid-wait.
         let _waiting = Counted::new(&self.stats.waiting);
+        // Ends the wait however this future ends (dropped mid-wait too).
+        let mut waiting = GiveUp(Some(&rx));
         let queued = Instant::now();
         let r = match deadline {
-            Some(d) => tokio::time::timeout_at(d, rx).await,
-            None => Ok(rx.await),
+            Some(d) => tokio::time::timeout_at(d, rx.granted()).await,
+            None => Ok(rx.granted().await),
         };
+        waiting.0 = None;
         self.waits.observe(queued.elapsed());
         match r {
-            Ok(Ok(grant)) => Ok(grant),
-            Ok(Err(_)) => Err(PoolError::Closed),
-            Err(_) => {
+            Ok(r) => r,
+            // A grant that came with the deadline is still taken.
+            Err(_) => rx.give_up().ok_or_else(|| {
                 self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PoolError::WaitTimeout)
-            }
+                PoolError::WaitTimeout
+            }),
         }
     }
 
@@ -273,13 +408,15 @@ impl Pool {
         }
         conn.last_used = Instant::now();
         while let Some(w) = g.waiters.pop_front() {
-            match w.send(Grant::Conn(self.guard(conn))) {
+            let offered = w.offer(Grant::Conn(self.guard(conn)));
+            recycle(&mut g, w);
+            match offered {
                 Ok(()) => return,
                 Err(Grant::Conn(mut back)) => {
                     self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
-                    conn = back.conn.take().expect("just sent");
+                    conn = back.conn.take().expect("just offered");
                 }
-                Err(Grant::Slot(_)) => unreachable!("sent a connection"),
+                Err(Grant::Slot(_)) => unreachable!("offered a connection"),
             }
         }
         g.idle.push_back(conn);
@@ -291,10 +428,12 @@ impl Pool {
         let mut g = self.inner.lock().unwrap();
         while !g.closed && g.open <= self.settings.load().size {
             let Some(w) = g.waiters.pop_front() else { break };
-            match w.send(Grant::Slot(Slot { pool: Some(self.clone()) })) {
+            let offered = w.offer(Grant::Slot(Slot { pool: Some(self.clone()) }));
+            recycle(&mut g, w);
+            match offered {
                 Ok(()) => return,
                 Err(Grant::Slot(s)) => s.disarm(),
-                Err(Grant::Conn(_)) => unreachable!("sent a slot"),
+                Err(Grant::Conn(_)) => unreachable!("offered a slot"),
             }
         }
         g.open -= 1;
@@ -309,13 +448,15 @@ impl Pool {
         while !g.closed && g.open < size {
             let Some(w) = g.waiters.pop_front() else { break };
             g.open += 1;
-            match w.send(Grant::Slot(Slot { pool: Some(self.clone()) })) {
+            let offered = w.offer(Grant::Slot(Slot { pool: Some(self.clone()) }));
+            recycle(&mut g, w);
+            match offered {
                 Ok(()) => {}
                 Err(Grant::Slot(s)) => {
                     s.disarm();
                     g.open -= 1;
                 }
-                Err(Grant::Conn(_)) => unreachable!("sent a slot"),
+                Err(Grant::Conn(_)) => unreachable!("offered a slot"),
             }
         }
     }
@@ -380,13 +521,28 @@ impl Pool {
         let idle: Vec<Box<ServerConn>> = {
             let mut g = self.inner.lock().unwrap();
             g.closed = true;
-            g.waiters.clear();
+            for w in std::mem::take(&mut g.waiters) {
+                w.close();
+            }
+            g.spare.clear();
             let idle: Vec<_> = g.idle.drain(..).collect();
             g.open -= idle.len();
             idle
         };
         for c in idle {
             spawn_close(c);
+        }
+    }
+}
+
+/// Gives up a wait when dropped while still armed; a grant that arrived
+/// meanwhile is dropped outside the pool's lock, which returns it.
+struct GiveUp<'a>(Option<&'a Waiter>);
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            drop(w.give_up());
         }
     }
 }
@@ -586,5 +742,162 @@ impl Pools {
         for p in self.all() {
             p.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(size: usize) -> Arc<Pool> {
+        let settings = PoolSettings {
+            size,
+            min_size: 0,
+            server_lifetime: Duration::ZERO,
+            server_idle_timeout: Duration::ZERO,
+            connect_timeout: Duration::from_secs(1),
+            tls: Arc::new(crate::tls::BackendTls::PLAINTEXT),
+        };
+        Pool::new(
+            PoolKey { database: "d".into(), user: "u".into(), backend: 0 },
+            "127.0.0.1".into(),
+            1,
+            Arc::new(ArcSwap::from_pointee(settings)),
+            ServerLogin { user: "u".into(), database: "d".into(), secret: crate::server::ServerSecret::None },
+            Arc::new(crate::measure::Histogram::default()),
+        )
+    }
+
+    fn slot(grant: Grant) -> Slot {
+        match grant {
+            Grant::Slot(s) => s,
+            Grant::Conn(_) => panic!("expected a slot"),
+        }
+    }
+
+    fn open(p: &Pool) -> usize {
+        p.inner.lock().unwrap().open
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_first_come_first_served() {
+        let p = pool(1);
+        let first = slot(p.take_or_wait(None).await.unwrap());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let (q, tx) = (p.clone(), tx.clone());
+            tokio::spawn(async move {
+                let s = slot(q.take_or_wait(None).await.unwrap());
+                tx.send(i).unwrap();
+                // Hold it a moment, then pass it on.
+                tokio::task::yield_now().await;
+                drop(s);
+            });
+            // Queue them in order.
+            while p.stats.waiting.load(Ordering::Relaxed) < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(first);
+        let got: Vec<usize> = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        assert_eq!(got, vec![0, 1, 2]);
+        while p.stats.waiting.load(Ordering::Relaxed) > 0 || open(&p) > 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn waiters_that_gave_up_are_passed_over() {
+        let p = pool(1);
+        let held = slot(p.take_or_wait(None).await.unwrap());
+        // One waiter times out, one is dropped mid-wait.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        assert!(matches!(p.take_or_wait(Some(deadline)).await, Err(PoolError::WaitTimeout)));
+        assert_eq!(p.stats.wait_timeouts.load(Ordering::Relaxed), 1);
+        let dropped = tokio::spawn({
+            let p = p.clone();
+            async move { p.take_or_wait(None).await.map(|_| ()) }
+        });
+        while p.stats.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
+        assert_eq!(p.stats.waiting.load(Ordering::Relaxed), 0);
+        // The next waiter gets the slot; the two that left are passed over.
+        let next = tokio::spawn({
+            let p = p.clone();
+            async move { slot(p.take_or_wait(None).await.unwrap()).disarm() }
+        });
+        while p.stats.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        next.await.unwrap();
+        // Disarmed: the place stays taken, as a connection would hold it.
+        assert_eq!(open(&p), 1);
+        let g = p.inner.lock().unwrap();
+        assert!(g.waiters.is_empty());
+        // All three waiters are spares now.
+        assert_eq!(g.spare.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn queued_checkouts_reuse_waiters() {
+        let p = pool(1);
+        let mut held = slot(p.take_or_wait(None).await.unwrap());
+        for _ in 0..20 {
+            let next = tokio::spawn({
+                let p = p.clone();
+                async move { slot(p.take_or_wait(None).await.unwrap()) }
+            });
+            while p.stats.waiting.load(Ordering::Relaxed) < 1 {
+                tokio::task::yield_now().await;
+            }
+            drop(held);
+            held = next.await.unwrap();
+        }
+        // Twenty waits, and no more waiters made than were ever in use at
+        // once (plus one whose last waiting side had not let go yet).
+        let spare = p.inner.lock().unwrap().spare.len();
+        assert!((1..=2).contains(&spare), "spare waiters: {spare}");
+        drop(held);
+        assert_eq!(open(&p), 0);
+    }
+
+    #[tokio::test]
+    async fn a_grant_racing_a_give_up_goes_back_to_the_pool() {
+        let p = pool(1);
+        let held = slot(p.take_or_wait(None).await.unwrap());
+        let w = {
+            let mut g = p.inner.lock().unwrap();
+            let w = waiter_for(&mut g);
+            g.waiters.push_back(w.clone());
+            w
+        };
+        // The slot is offered to the waiter, which then gives up without
+        // taking it: dropping what it got frees the place.
+        drop(held);
+        assert_eq!(open(&p), 1);
+        let granted = w.give_up().expect("the freed slot was offered");
+        drop(granted);
+        assert_eq!(open(&p), 0);
+        // A later offer to it is refused.
+        assert!(w.offer(Grant::Slot(Slot { pool: None })).is_err());
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_waiters_with_an_error() {
+        let p = pool(1);
+        let _held = slot(p.take_or_wait(None).await.unwrap());
+        let waiting = tokio::spawn({
+            let p = p.clone();
+            async move { p.take_or_wait(None).await.map(|_| ()) }
+        });
+        while p.stats.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        p.close();
+        assert!(matches!(waiting.await.unwrap(), Err(PoolError::Closed)));
     }
 }
