@@ -6,6 +6,12 @@
 mod demo;
 mod notify;
 
+/// mimalloc: connection set-up and tear-down allocate many small objects on
+/// several worker threads; glibc's malloc spent a tenth of pgbalancer's CPU
+/// on them under `pgbench -C` (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
