@@ -743,23 +743,34 @@ impl Session {
                 }
             }
         }
-        let bytes = conn.take(pos);
-        let edited = edit.finish(&bytes);
+        let mut bytes = Some(conn.take(pos));
+        let taken = bytes.as_deref().unwrap_or_default();
+        let mut edited = edit.finish(taken);
         // Counted before a release adds the counts up, so a transaction's
         // last answer is in the totals when it ends.
-        let forwarded = if edited { out.len() } else { bytes.len() };
+        let forwarded = if edited { out.len() } else { taken.len() };
         self.received += forwarded as u64;
         if release != Release::Keep {
+            // The server goes back before the client's write, so a slow
+            // client never holds it. Its read buffer must not be shared by
+            // then (its next user would allocate a new one): a small answer
+            // is copied out first.
+            if !edited && forwarded <= COPY_BEFORE_RELEASE {
+                out.extend_from_slice(taken);
+                edited = true;
+            }
+            if edited {
+                bytes = None;
+            }
             self.release(release, &mut out).await;
         } else if self.flow.is_settled() && self.tx_status() == TxStatus::Idle {
             if let Link::Linked(g) = &mut self.link {
                 g.set_clean(true);
             }
         }
-        let r = if edited || release == Release::RefuseTransaction {
-            self.client.write_all(&out).await
-        } else {
-            self.client.write_all(&bytes).await
+        let r = match bytes.as_deref() {
+            Some(b) if !edited && release != Release::RefuseTransaction => self.client.write_all(b).await,
+            _ => self.client.write_all(&out).await,
         };
         out.clear();
         self.recv_buf = out;
@@ -930,6 +941,10 @@ enum Release {
 
 /// Server output on its way to the client, with some messages cut out or
 /// answers put in: built in `out` only once something changes.
+/// Answers up to this size are copied out of the server's buffer before
+/// the server is released (larger ones keep sharing it).
+const COPY_BEFORE_RELEASE: usize = 64 * 1024;
+
 struct Edit<'a> {
     out: &'a mut BytesMut,
     /// Scanned bytes up to here are in `out` or cut.
