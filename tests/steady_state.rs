@@ -1,0 +1,148 @@
+//! The steady path allocates nothing. Once a client's session is warm,
+//! transactions through pgbalancer make no heap allocation on pgbalancer's
+//! threads: simple queries, extended-protocol batches of a named statement
+//! (with statement names mapped, as in transaction mode by default), and
+//! checkouts that queue behind a full pool.
+//!
+//! This binary counts allocations with its own global allocator, but only on
+//! the threads of the runtime pgbalancer runs on; the test's clients run on
+//! another runtime and are not counted. Real PostgreSQL behind it.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::raw::{self, Next, Raw};
+use common::{trust_config, TestProxy};
+
+struct Counting;
+
+thread_local! {
+    static PROXY_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+static PROXY_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+fn count() {
+    if PROXY_THREAD.try_with(Cell::get).unwrap_or(false) {
+        PROXY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// pgbalancer on a runtime of its own whose threads are counted.
+fn proxy_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| PROXY_THREAD.with(|c| c.set(true)))
+        .enable_all()
+        .build()
+        .expect("proxy runtime")
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime")
+}
+
+const TRANSACTIONS: u64 = 2000;
+/// Allocations allowed over all the counted transactions: pool upkeep
+/// ticks and the like, not one per transaction (a regression would show
+/// at least `TRANSACTIONS`).
+const SLACK: u64 = TRANSACTIONS / 100;
+
+async fn expect_ready(c: &mut Raw) {
+    loop {
+        match c.next().await {
+            Next::Message(b'Z', _) => return,
+            Next::Message(b'E', body) => panic!("error: {:?}", raw::field(&body, b'M')),
+            Next::Message(..) => {}
+            Next::Closed => panic!("closed"),
+        }
+    }
+}
+
+/// Runs `each` on every client `rounds` times (clients take turns, each
+/// sends before any reads, so with more clients than servers the
+/// checkouts queue) and returns the allocations pgbalancer made meanwhile.
+async fn count_allocations(clients: &mut [Raw], bytes: &[u8], rounds: u64) -> u64 {
+    let before = PROXY_ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..rounds {
+        for c in clients.iter_mut() {
+            c.send(bytes).await;
+        }
+        for c in clients.iter_mut() {
+            expect_ready(c).await;
+        }
+    }
+    PROXY_ALLOCS.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn warm_sessions_allocate_nothing_per_transaction() {
+    let db = common::fresh_db("steady");
+    let proxy_rt = proxy_runtime();
+    let mut config = trust_config();
+    // Four clients on two server connections: half the checkouts queue.
+    config.pool_size = 2;
+    let proxy = proxy_rt.block_on(TestProxy::start(config));
+    let addr = proxy.addr;
+
+    client_runtime().block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut c = Raw::connect(addr).await;
+            c.login(&[("user", common::APP_USER), ("database", &db), ("application_name", "steady")]).await;
+            clients.push(c);
+        }
+        let simple = raw::query("SELECT 1");
+        let prepare = [raw::parse("s1", "SELECT $1::int4 + 1"), raw::sync()].concat();
+        let extended = [raw::bind_execute_with("s1", &[b"41"]), raw::sync()].concat();
+        for c in clients.iter_mut() {
+            c.send(&prepare).await;
+            expect_ready(c).await;
+        }
+        // Warm up: every client on every server connection, statements
+        // prepared on both, buffers grown.
+        count_allocations(&mut clients, &simple, 50).await;
+        count_allocations(&mut clients, &extended, 50).await;
+
+        let rounds = TRANSACTIONS / clients.len() as u64;
+        let simple_allocs = count_allocations(&mut clients, &simple, rounds).await;
+        let extended_allocs = count_allocations(&mut clients, &extended, rounds).await;
+        assert!(simple_allocs <= SLACK, "{simple_allocs} allocations over {TRANSACTIONS} simple-query transactions");
+        assert!(
+            extended_allocs <= SLACK,
+            "{extended_allocs} allocations over {TRANSACTIONS} Bind/Execute/Sync transactions"
+        );
+        // The counter does count pgbalancer's threads: a new client's
+        // login allocates.
+        let before = PROXY_ALLOCS.load(Ordering::Relaxed);
+        let mut late = Raw::connect(addr).await;
+        late.login(&[("user", common::APP_USER), ("database", &db)]).await;
+        assert!(PROXY_ALLOCS.load(Ordering::Relaxed) > before, "the allocation counter saw nothing");
+    });
+    drop(proxy);
+    proxy_rt.shutdown_timeout(std::time::Duration::from_secs(5));
+}
