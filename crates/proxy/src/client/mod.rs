@@ -28,14 +28,54 @@ use params::ClientParams;
 use session::{link_error_message, link_server, sleep_unless_zero, Link, Session};
 
 /// Serves one accepted connection until it ends.
+///
+/// Two steps, so an idle client costs only its session: everything up to
+/// the start of the session (checks, login, the console) runs in a boxed
+/// future that is freed once the session starts; this future then holds
+/// just the session and its connection slot.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    // Taken apart at once, so the session is not kept twice in this future.
+    let (_slot, run, farewell) = match Box::pin(open(stream, peer, &shared)).await {
+        Some(Ready { slot, session, farewell }) => (slot, session.run(), farewell),
+        None => return,
+    };
+    let _ = run.await;
+    if let Some(f) = farewell {
+        let secs = f.started.elapsed().as_secs_f64();
+        tracing::info!(
+            user = %f.user, database = %f.database, application_name = %f.application_name, host = %peer.ip(),
+            "disconnection: session time: {secs:.3}s"
+        );
+    }
+}
+
+/// A client whose session can start.
+struct Ready<'a> {
+    /// Its place under `max_client_conn`, for as long as it is connected.
+    slot: ClientSlot<'a>,
+    session: Session,
+    /// What the disconnection line says (`log_disconnections`).
+    farewell: Option<Box<Farewell>>,
+}
+
+struct Farewell {
+    started: Instant,
+    user: String,
+    database: String,
+    application_name: String,
+}
+
+/// Everything before the session: the connection limit, the login (under
+/// `client_login_timeout`), the admin console. None when the connection
+/// ended there.
+async fn open(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Option<Ready<'_>> {
     let _ = stream.set_nodelay(true);
     let mut conn = ClientConn::new(stream, peer);
     let max = shared.config.load().max_client_conn as usize;
-    let Some(_slot) = ClientSlot::enter(&shared.stats, max) else {
+    let Some(slot) = ClientSlot::enter(&shared.stats, max) else {
         shared.stats.clients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         conn.fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already").await;
-        return;
+        return None;
     };
     let started = Instant::now();
     let (log_conn, log_disc) = {
@@ -48,9 +88,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let login_timeout = shared.config.load().client_login_timeout;
     let mut phase = shared.phase.clone();
     let outcome = tokio::select! {
-        // Boxed: the login's state is large and needed only until the
-        // session starts; inline it would stay in every idle client's future.
-        r = Box::pin(login(&mut conn, &shared)) => r,
+        r = login(&mut conn, shared) => r,
         _ = sleep_unless_zero(login_timeout) => Err(ClientError::LoginTimeout.into()),
         // Logins in progress do not hold up a shutdown.
         _ = phase.wait_for(|p| *p != Phase::Running) => Err(ClientError::ShuttingDown.into()),
@@ -63,9 +101,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 tracing::info!(%user, host = %peer.ip(), "admin console connection authorized");
             }
             console::run(conn, shared.clone(), user, access).await;
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "login ended");
             match e {
@@ -77,21 +115,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 }
                 _ => {}
             }
-            return;
+            return None;
         }
     };
     conn.release_login_buffers();
-    let (user, database) = (done.user.clone(), done.database.clone());
-    let application_name = if log_conn || log_disc {
-        done.params.get("application_name").unwrap_or_default().to_owned()
-    } else {
-        String::new()
-    };
+    let application_name = done.params.get("application_name").unwrap_or_default();
     if log_conn {
-        tracing::info!(%user, %database, %application_name, host = %peer.ip(), "connection authorized");
+        tracing::info!(user = %done.user, database = %done.database, %application_name, host = %peer.ip(), "connection authorized");
     }
-    let entry =
-        shared.clients.register(peer, &user, &database, done.params.get("application_name").unwrap_or_default());
+    let farewell = log_disc.then(|| {
+        Box::new(Farewell {
+            started,
+            user: done.user.clone(),
+            database: done.database.clone(),
+            application_name: application_name.to_owned(),
+        })
+    });
+    let entry = shared.clients.register(peer, &done.user, &done.database, application_name);
     let session = Session::new(
         shared.clone(),
         conn,
@@ -103,17 +143,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         done.cancel,
         entry,
     );
-    let result = session.run().await;
-    if let Err(e) = &result {
-        tracing::debug!(%peer, %user, error = %e, "session ended with error");
-    }
-    if log_disc {
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(
-            %user, %database, %application_name, host = %peer.ip(),
-            "disconnection: session time: {secs:.3}s"
-        );
-    }
+    Some(Ready { slot, session, farewell })
 }
 
 /// A logged-in client, ready for its session.

@@ -173,6 +173,9 @@ impl Session {
     pub fn run(mut self) -> impl std::future::Future<Output = Result<Exit, Error>> {
         async move {
             let result = self.main_loop().await;
+            if let Err(e) = &result {
+                tracing::debug!(peer = %self.client.peer, user = %self.user, error = %e, "session ended with error");
+            }
             self.finish().await;
             result
         }
