@@ -297,8 +297,9 @@ impl Pool {
             Grant::Conn(mut guard) => {
                 let settings = self.settings.load();
                 let conn = guard.conn.as_mut().expect("granted guard holds a connection");
-                if conn.is_quiet() && !expired(conn, &settings) {
-                    conn.last_used = Instant::now();
+                let now = Instant::now();
+                if conn.is_quiet() && !expired(conn, &settings, now) {
+                    conn.last_used = now;
                     return Ok(guard);
                 }
                 // Broken or stale: close it and reuse its place for a new one.
@@ -398,7 +399,8 @@ impl Pool {
     fn check_in(self: &Arc<Self>, mut conn: Box<ServerConn>, clean: bool) {
         self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
         let settings = self.settings.load();
-        let keep = clean && conn.is_quiet() && !expired(&conn, &settings);
+        let now = Instant::now();
+        let keep = clean && conn.is_quiet() && !expired(&conn, &settings, now);
         let mut g = self.inner.lock().unwrap();
         if !keep || g.closed || g.open > settings.size {
             drop(g);
@@ -406,7 +408,7 @@ impl Pool {
             self.free_slot();
             return;
         }
-        conn.last_used = Instant::now();
+        conn.last_used = now;
         while let Some(w) = g.waiters.pop_front() {
             let offered = w.offer(Grant::Conn(self.guard(conn)));
             recycle(&mut g, w);
@@ -474,7 +476,7 @@ impl Pool {
                 let idle_too_long = !settings.server_idle_timeout.is_zero()
                     && now.duration_since(c.last_used) >= settings.server_idle_timeout
                     && g.open - stale.len() > settings.min_size;
-                if idle_too_long || expired(&c, &settings) {
+                if idle_too_long || expired(&c, &settings, now) {
                     stale.push(c);
                 } else {
                     keep.push_back(c);
@@ -577,8 +579,8 @@ fn trim_excess(g: &mut Inner, size: usize) -> Vec<Box<ServerConn>> {
     out
 }
 
-fn expired(conn: &ServerConn, s: &PoolSettings) -> bool {
-    !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime
+fn expired(conn: &ServerConn, s: &PoolSettings, now: Instant) -> bool {
+    !s.server_lifetime.is_zero() && now.saturating_duration_since(conn.created) >= s.server_lifetime
 }
 
 fn spawn_close(conn: Box<ServerConn>) {

@@ -455,8 +455,8 @@ impl Session {
                     }
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
-                    let pid = c.backend_pid;
-                    self.linked(node, pid);
+                    let (pid, at) = (c.backend_pid, c.last_used);
+                    self.linked(node, pid, at);
                     let router = self.router.as_mut().expect("routed session");
                     let flight = topology.nodes()[node].begin(need == Need::Read);
                     router.current = Some(Exchange { flight, need });

@@ -603,8 +603,8 @@ impl Session {
                 Ok(mut guard) => {
                     let c = guard.conn();
                     self.cancel.slot.set(CancelTarget { addr: c.addr, pid: c.backend_pid, key: c.backend_key });
-                    let (node, pid) = (self.pool.key.backend, c.backend_pid);
-                    self.linked(node, pid);
+                    let (node, pid, at) = (self.pool.key.backend, c.backend_pid, c.last_used);
+                    self.linked(node, pid, at);
                     self.link = Link::Linked(guard);
                 }
                 Err(e) => {
@@ -617,10 +617,11 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// The client now holds a server of `node`.
-    pub(super) fn linked(&mut self, node: usize, pid: i32) {
+    /// The client now holds a server of `node`, checked out `at` (the pool
+    /// read the clock then; no second read).
+    pub(super) fn linked(&mut self, node: usize, pid: i32, at: std::time::Instant) {
         self.entry.linked(node, pid);
-        self.linked_at = Some(std::time::Instant::now());
+        self.linked_at = Some(at);
     }
 
     /// Adds the bytes forwarded since the last call to the process counters.
