@@ -235,3 +235,44 @@ async fn login_reports_server_spelling_and_rejects_bad_settings() {
     let (code, message) = raw::first_error(&msgs).expect("login must fail");
     assert_eq!(code, "42704", "{message}");
 }
+
+/// A graceful shutdown reaches every session, whatever it is waiting on:
+/// an idle client is told at once (57P01) while a query elsewhere still
+/// runs, and that query's client is closed when `shutdown_timeout` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reaches_idle_and_busy_sessions() {
+    let db = fresh_db("shutdown");
+    let mut cfg = trust_config();
+    cfg.shutdown_timeout = std::time::Duration::from_secs(2);
+    let proxy = std::sync::Arc::new(TestProxy::start(cfg).await);
+    let mut idle = Raw::connect(proxy.addr).await;
+    idle.login(&[("user", APP_USER), ("database", &db)]).await;
+    idle.send(&raw::query("SELECT 1")).await;
+    idle.until_ready().await;
+    let busy = proxy.connect(&db).await;
+    let query = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(60)").await.map(|_| ()) });
+    // The busy client's query is running before the shutdown starts.
+    let su = superuser(&db).await;
+    loop {
+        let n: i64 = su
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let shutdown = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.handle.shutdown().await }
+    });
+    let msgs = idle.until_closed().await;
+    let err = msgs.iter().find(|(t, _)| *t == b'E').map(|(_, b)| raw::sqlstate(b));
+    assert_eq!(err, Some(Some("57P01".to_owned())), "idle client got {msgs:?}");
+    assert!(!shutdown.is_finished() && !query.is_finished(), "the query must still run when the idle client is told");
+    let r = query.await.unwrap();
+    assert!(r.is_err(), "the running query's client is closed at shutdown_timeout");
+    shutdown.await.unwrap();
+}

@@ -47,6 +47,10 @@ pub struct ClientEntry {
     server_pid: AtomicI32,
     /// Transactions (or statements outside one) it ran on servers.
     pub transactions: AtomicU64,
+    /// Wakes the session when the proxy starts draining or stopping (see
+    /// [`Clients::wake_all`]); its own, so a session waiting on it touches
+    /// no lock other sessions use.
+    pub(crate) stop: tokio::sync::Notify,
 }
 
 const NO_NODE: usize = usize::MAX;
@@ -114,6 +118,7 @@ impl Clients {
             node: AtomicUsize::new(NO_NODE),
             server_pid: AtomicI32::new(0),
             transactions: AtomicU64::new(0),
+            stop: tokio::sync::Notify::new(),
         });
         self.map.insert(id, entry.clone());
         ClientHandle { entry, clients: self.clone() }
@@ -130,6 +135,14 @@ impl Clients {
         self.map.len()
     }
 
+    /// Wakes every session (after the proxy's phase changed). A session
+    /// that is not waiting at that moment finds the wake-up stored.
+    pub fn wake_all(&self) {
+        for e in self.map.iter() {
+            e.value().stop.notify_one();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -140,6 +153,13 @@ impl Clients {
 pub struct ClientHandle {
     entry: Arc<ClientEntry>,
     clients: Arc<Clients>,
+}
+
+impl ClientHandle {
+    /// The entry itself, to wait on it while the session is borrowed.
+    pub fn entry(&self) -> Arc<ClientEntry> {
+        self.entry.clone()
+    }
 }
 
 impl std::ops::Deref for ClientHandle {

@@ -146,6 +146,7 @@ impl ProxyHandle {
         let timeout = self.shared.config.load().shutdown_timeout;
         self.stop_accepting();
         let _ = self.phase.send(Phase::Draining);
+        self.shared.clients.wake_all();
         // Clients waiting out a PAUSE finish their transactions too.
         self.shared.pause.resume();
         let drained = async {
@@ -170,6 +171,7 @@ impl ProxyHandle {
     pub fn shutdown_now(&self) {
         self.stop_accepting();
         let _ = self.phase.send(Phase::Stopping);
+        self.shared.clients.wake_all();
         self.shared.pools.close_all();
     }
 

@@ -182,6 +182,10 @@ impl Session {
     }
 
     async fn main_loop(&mut self) -> Result<Exit, Error> {
+        // Woken when the proxy's phase changes; one registration kept across
+        // iterations (not a new waiter on a shared channel per wake-up).
+        let entry = self.entry.entry();
+        let mut stop = std::pin::pin!(entry.stop.notified());
         loop {
             if self.terminating {
                 // After Terminate nothing the client sends counts; reading on
@@ -221,7 +225,7 @@ impl Session {
                 }
             };
             let wake = {
-                let Session { client, link, phase, read_hint, .. } = self;
+                let Session { client, link, read_hint, .. } = self;
                 let client_read = async {
                     if holding {
                         // Leave the client's bytes in its socket meanwhile.
@@ -242,18 +246,13 @@ impl Session {
                     biased;
                     r = server_read => Wake::Server(r),
                     r = client_read => Wake::Client(r),
+                    _ = stop.as_mut() => Wake::Phase,
                     _ = sleep_unless_zero(timeout) => Wake::Timeout,
-                    r = phase.changed() => {
-                        if r.is_err() {
-                            // The proxy is gone: stop.
-                            return Ok(Exit::Closed);
-                        }
-                        Wake::Phase
-                    }
                 }
             };
             match wake {
-                Wake::Client(Ok(())) | Wake::Phase => {}
+                Wake::Phase => stop.set(entry.stop.notified()),
+                Wake::Client(Ok(())) => {}
                 Wake::Client(Err(ClientError::Closed)) => return Ok(Exit::ClientLeft),
                 Wake::Client(Err(e)) => return Err(e.into()),
                 Wake::Server(Ok(())) => self.forward_server().await?,
