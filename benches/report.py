@@ -57,6 +57,11 @@ def summarize(workloads, runs):
             tps = [fnum(r["tps"]) for r in rs]
             lat = [fnum(r["latency_ms"], None) for r in rs if r["latency_ms"]]
             errors = [r["first_error"] for r in rs if r["first_error"]]
+
+            def cpu(col):
+                xs = [fnum(r.get(col), None) for r in rs if r.get(col)]
+                xs = [x for x in xs if x is not None]
+                return statistics.median(xs) if xs else None
             out[w["name"]][t] = {
                 "tps": statistics.median(tps),
                 "tps_min": min(tps),
@@ -68,6 +73,10 @@ def summarize(workloads, runs):
                 "processed": sum(int(fnum(r["processed"])) for r in rs),
                 "bad_exit": sum(1 for r in rs if r["exit_code"] not in ("0", "")),
                 "error": errors[0] if errors else "",
+                "cpu_user": cpu("pooler_user_us"),
+                "cpu_sys": cpu("pooler_sys_us"),
+                "cpu_pg": cpu("postgres_us"),
+                "cpu_machine": cpu("machine_us"),
             }
             st = out[w["name"]][t]
             # pgbench aborts a client at its first error: the tps of the survivors (often a single
@@ -250,6 +259,57 @@ def main():
         lrows.append(["`%s`" % w["name"]] + cells)
     lat_table = md_table(["workload", "direct ms", "PgBouncer ms (added)", "pgbalancer ms (added)"], lrows)
 
+    # CPU per transaction (µs, medians over rounds)
+    def us(x):
+        return "—" if x is None else "%.1f" % x
+
+    crows = []
+    for w in workloads:
+        s = summ[w["name"]]
+        if not any(s.get(t, {}).get("cpu_machine") is not None for t in TARGETS):
+            continue
+
+        def get(t, key):
+            x = s.get(t)
+            return None if x is None or x.get("all_aborted") else x.get(key)
+
+        def pooler(t):
+            u, k = get(t, "cpu_user"), get(t, "cpu_sys")
+            return "—" if u is None or k is None else "%s <sub>(%s + %s)</sub>" % (us(u + k), us(u), us(k))
+
+        crows.append(["`%s`" % w["name"], pooler("pgbouncer"), pooler("pgbalancer")]
+                     + [us(get(t, "cpu_pg")) for t in TARGETS] + [us(get(t, "cpu_machine")) for t in TARGETS])
+    cpu_table = md_table(["workload", "PgBouncer <sub>(user + kernel)</sub>", "pgbalancer <sub>(user + kernel)</sub>",
+                          "PostgreSQL: direct", "PostgreSQL: via PgBouncer", "PostgreSQL: via pgbalancer",
+                          "machine: direct", "machine: via PgBouncer", "machine: via pgbalancer"],
+                         crows) if crows else "_(no CPU accounting in these results)_"
+
+    # The CPU budget behind the -S -c50 target, from this run's accounting.
+    def budget_note():
+        s = summ.get("select-c50", {})
+        b, p = s.get("pgbouncer"), s.get("pgbalancer")
+        nproc = fnum(meta.get("nproc"), 0)
+        if not (b and p and nproc) or any(x is None for x in (b["cpu_machine"], p["cpu_machine"], p["cpu_user"],
+                                                              b["cpu_user"])):
+            return "_(no CPU accounting for `select-c50` in these results)_"
+        goal = 1.25 * b["tps"]
+        per_tx = nproc * 1e6 / goal
+        bal = p["cpu_user"] + p["cpu_sys"]
+        bnc = b["cpu_user"] + b["cpu_sys"]
+        others = p["cpu_machine"] - bal
+        left = per_tx - others
+        return (
+            "In this run, `select-c50` through pgbalancer used %.1f µs of machine CPU per transaction, "
+            "%.1f µs of it in pgbalancer (%.1f user + %.1f kernel) and %.1f µs elsewhere (PostgreSQL %.1f, "
+            "the rest pgbench and the kernel's own threads); PgBouncer used %.1f µs (%.1f user + %.1f kernel). "
+            "1.25× PgBouncer's %s tps is %s tps; with all %d CPUs busy that allows %.1f µs of CPU per "
+            "transaction in all, so with the rest of the machine's cost unchanged the pooler would have "
+            "**%.1f µs** per transaction, against PgBouncer's %.1f µs for the same four socket calls "
+            "(read the client, write the server, read the server, write the client)."
+            % (p["cpu_machine"], bal, p["cpu_user"], p["cpu_sys"], others, p["cpu_pg"] or float("nan"),
+               bnc, b["cpu_user"], b["cpu_sys"], "{:,.0f}".format(b["tps"]), "{:,.0f}".format(goal), nproc,
+               per_tx, left, bnc))
+
     # errors seen
     errs = []
     for w in workloads:
@@ -338,6 +398,8 @@ def main():
         "MODE_NOTE": mode_note,
         "TPS_TABLE": tps_table,
         "LATENCY_TABLE": lat_table,
+        "CPU_TABLE": cpu_table,
+        "BUDGET_NOTE": budget_note(),
         "ERRORS": errors_md,
         "MEMORY_TABLE": mem_table,
         "TARGETS_TABLE": targets_table,

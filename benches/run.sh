@@ -111,7 +111,7 @@ wait_ready() { # name port
 WORK=$(mktemp -d /tmp/pgbalancer-bench.XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results.csv
-echo "workload,target,round,clients,tps,latency_ms,processed,failed_tx,aborted_clients,exit_code,first_error" > "$RESULTS"
+echo "workload,target,round,clients,tps,latency_ms,processed,failed_tx,aborted_clients,exit_code,first_error,pooler_user_us,pooler_sys_us,postgres_us,machine_us" > "$RESULTS"
 
 # ----------------------------------------------------------------- TLS material
 # One self-signed certificate for 127.0.0.1, used by all three targets for the
@@ -247,6 +247,23 @@ port_of() { case $1 in direct) echo "$PGPORT" ;; pgbouncer) echo "$BOUNCER_PORT"
 pid_of() { case $1 in pgbouncer) echo "$BOUNCER_PID" ;; pgbalancer) echo "$BAL_PID" ;; esac; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# CPU accounting (clock ticks), read around every pgbench run so the report
+# can say where each transaction's CPU went.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+proc_ticks() { # pid -> "user sys" ticks of the process (all its threads)
+  [ -n "$1" ] && awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null || echo "0 0"
+}
+pg_ticks() { # the whole PostgreSQL cluster: postmaster, live children, reaped children
+  local pm
+  pm=$(head -n1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  awk -v pm="$pm" '$2 == "(postgres)" && ($4 == pm || $1 == pm) {t += $14 + $15}
+    $1 == pm {t += $16 + $17} END {print t + 0}' \
+    /proc/[0-9]*/stat 2>/dev/null
+}
+busy_ticks() { # every CPU of the machine, not idle (user nice system irq softirq steal)
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
 # ----------------------------------------------------------------- memory: idle clients
 TARGETS=(direct pgbalancer); POOLERS=(pgbalancer)
 [ "$HAVE_BOUNCER" = 1 ] && { TARGETS=(direct pgbouncer pgbalancer); POOLERS=(pgbouncer pgbalancer); }
@@ -318,9 +335,13 @@ run_pgbench() { # workload clients args target round
   # "@tls" in the arguments: the clients connect with sslmode=require.
   local sslmode=disable
   case " $args " in *" @tls "*) sslmode=require; args=${args//@tls/} ;; esac
+  local ppid pu0 ps0 pu1 ps1 pg0 pg1 m0 m1
+  ppid=$(pid_of "$target")
+  read -r pu0 ps0 < <(proc_ticks "$ppid"); pg0=$(pg_ticks); m0=$(busy_ticks)
   # shellcheck disable=SC2086
   PGSSLMODE=$sslmode pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" -c "$clients" -j "$jobs" $args bench \
     >"$out" 2>"$err" || rc=$?
+  read -r pu1 ps1 < <(proc_ticks "$ppid"); pg1=$(pg_ticks); m1=$(busy_ticks)
   local tps lat processed failed aborted first
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
@@ -328,7 +349,16 @@ run_pgbench() { # workload clients args target round
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n1)
   aborted=$(grep -cE 'client [0-9]+ .*aborted' "$err" || true)
   first=$(grep -m1 -E 'error|FATAL|ERROR' "$err" | sed 's/^pgbench: error: //; s/,/;/g; s/"/'"'"'/g' | cut -c1-160 || true)
-  echo "$name,$target,$round,$clients,${tps:-0},${lat:-},${processed:-0},${failed:-0},${aborted:-0},$rc,\"$first\"" >>"$RESULTS"
+  # Microseconds of CPU per transaction: the pooler (user, kernel), the
+  # PostgreSQL cluster, and the whole machine (pgbench included).
+  local n=${processed:-0} cpu_cols=",,,"
+  if [ "$n" -gt 0 ]; then
+    cpu_cols=$(awk -v n="$n" -v t="$TICK_US" -v p="$ppid" -v u=$((pu1 - pu0)) -v s=$((ps1 - ps0)) \
+      -v g=$((pg1 - pg0)) -v m=$((m1 - m0)) 'BEGIN {
+        if (p == "") printf ",,"; else printf "%.2f,%.2f,", u * t / n, s * t / n
+        printf "%.2f,%.2f", g * t / n, m * t / n }')
+  fi
+  echo "$name,$target,$round,$clients,${tps:-0},${lat:-},${processed:-0},${failed:-0},${aborted:-0},$rc,\"$first\",$cpu_cols" >>"$RESULTS"
   log "$(printf '%-13s %-10s round %s: tps %10s  lat %8s ms  failed %s  aborted clients %s  exit %s' \
     "$name" "$target" "$round" "${tps:-0}" "${lat:--}" "${failed:-0}" "${aborted:-0}" "$rc")"
   if [ "$MODE" = smoke ] && { [ "$rc" != 0 ] || [ "${aborted:-0}" != 0 ] || [ "${failed:-0}" != 0 ] || [ -z "$tps" ]; }; then
