@@ -12,6 +12,20 @@ mod corpus;
 mod alloc;
 use alloc::allocations_during;
 
+/// The session-effects quick look gives the lexer's answer on every corpus
+/// statement, and takes a fair share of its reads.
+#[test]
+fn corpus_statements_get_the_same_session_effects_with_the_quick_look() {
+    use pgbalancer_proxy::sql::session::{plainly_without_effects, session_effects, session_effects_lexed};
+    let corpus = corpus::load();
+    let mut quick = 0;
+    for case in &corpus.cases {
+        assert_eq!(session_effects(&case.sql), session_effects_lexed(&case.sql), "line {}: {:?}", case.line, case.sql);
+        quick += usize::from(plainly_without_effects(&case.sql));
+    }
+    assert!(quick >= 20, "only {quick} corpus statements took the quick look");
+}
+
 #[test]
 fn corpus_statements_get_their_expected_class() {
     let corpus = corpus::load();

@@ -5,7 +5,7 @@
 //! nothing.
 
 use pgbalancer_proxy::sql::lexer::{Lexer, TokenKind};
-use pgbalancer_proxy::sql::session::{session_effects, SessionEffects};
+use pgbalancer_proxy::sql::session::{plainly_without_effects, session_effects, session_effects_lexed, SessionEffects};
 use proptest::prelude::*;
 
 #[path = "support/alloc.rs"]
@@ -135,6 +135,15 @@ proptest! {
     }
 
     #[test]
+    fn the_quick_look_agrees_with_the_lexer(sql in text(), lead in prop::sample::select(&["", " ", "\n", "select", "SELECT ", "Select\t"][..])) {
+        let sql = format!("{lead}{sql}");
+        if plainly_without_effects(&sql) {
+            prop_assert_eq!(session_effects_lexed(&sql), SessionEffects::default(), "{:?}", sql);
+        }
+        prop_assert_eq!(session_effects(&sql), session_effects_lexed(&sql), "{:?}", sql);
+    }
+
+    #[test]
     fn nothing_inside_a_string_literal_counts(inner in text()) {
         let sql = format!("SELECT '{}'", inner.replace('\'', "''"));
         prop_assert_eq!(Lexer::new(&sql).count(), 2);
@@ -160,6 +169,33 @@ proptest! {
         }
         let sql = format!("SELECT 1 -- {}\n", inner.replace(['\n', '\r'], " "));
         prop_assert!(session_effects(&sql).is_none(), "{sql:?}");
+    }
+}
+
+/// The quick look takes the plain reads and leaves everything else to
+/// the lexer.
+#[test]
+fn the_quick_look_takes_only_plain_selects() {
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+        "  select * from t where a = $1 for update",
+        "SELECT 1",
+        "select\n1 ;  ",
+    ] {
+        assert!(plainly_without_effects(sql), "{sql:?}");
+    }
+    for sql in [
+        "SELECT set_config('a', 'b', false)",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT * INTO TEMP t FROM u",
+        "SELECT * FROM pg_temp.t",
+        "SELECT 1; SET a = 1",
+        "selectx 1",
+        "/* c */ SELECT 1",
+        "SET a = 1",
+        "SELECT count(*) FROM t",
+    ] {
+        assert!(!plainly_without_effects(sql), "{sql:?}");
     }
 }
 

@@ -121,6 +121,36 @@ impl SessionEffects {
 ///
 /// The common case (no session effect) does not allocate.
 pub fn session_effects(sql: &str) -> SessionEffects {
+    if plainly_without_effects(sql) {
+        return SessionEffects::default();
+    }
+    session_effects_lexed(sql)
+}
+
+/// A quick look that spares the lexer the commonest statement: one plain
+/// `SELECT` with no parenthesis anywhere (so no function call, the only
+/// way a `SELECT` changes a session besides temp objects) and no `temp`
+/// anywhere (`INTO TEMP`, `pg_temp.`). Parentheses or `temp` inside
+/// comments or literals only send the text to the full analysis, which
+/// gives the same answer for everything this accepts (property-tested).
+pub fn plainly_without_effects(sql: &str) -> bool {
+    let s = sql.trim_start_matches(|c: char| c.is_ascii_whitespace()).as_bytes();
+    let Some(rest) = s.get(..6).filter(|w| w.eq_ignore_ascii_case(b"select")).map(|_| &s[6..]) else {
+        return false;
+    };
+    if rest.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80) {
+        return false;
+    }
+    let body = rest.trim_ascii_end();
+    let body = body.strip_suffix(b";").unwrap_or(body);
+    if body.iter().any(|&c| c == b'(' || c == b';') {
+        return false;
+    }
+    !body.windows(4).any(|w| w.eq_ignore_ascii_case(b"temp"))
+}
+
+/// [`session_effects`] without the quick look: every token lexed.
+pub fn session_effects_lexed(sql: &str) -> SessionEffects {
     let mut fx = SessionEffects::default();
     let mut lx = Lexer::new(sql);
     let mut statements = 0usize;
