@@ -143,11 +143,28 @@ pub fn plainly_without_effects(sql: &str) -> bool {
     }
     let body = rest.trim_ascii_end();
     let body = body.strip_suffix(b";").unwrap_or(body);
-    if body.iter().any(|&c| c == b'(' || c == b';') {
-        return false;
+    // One pass, one table look-up per byte.
+    let mut rest = body;
+    while let Some(i) = rest.iter().position(|&c| STOP_BYTES[c as usize]) {
+        match rest[i] {
+            b'(' | b';' => return false,
+            _ if rest[i..].get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"temp")) => return false,
+            _ => rest = &rest[i + 1..],
+        }
     }
-    !body.windows(4).any(|w| w.eq_ignore_ascii_case(b"temp"))
+    true
 }
+
+/// The bytes [`plainly_without_effects`] stops at: `(`, `;`, and `t`/`T`
+/// (which may start `temp`).
+static STOP_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'(' as usize] = true;
+    t[b';' as usize] = true;
+    t[b't' as usize] = true;
+    t[b'T' as usize] = true;
+    t
+};
 
 /// [`session_effects`] without the quick look: every token lexed.
 pub fn session_effects_lexed(sql: &str) -> SessionEffects {
