@@ -35,7 +35,12 @@ def load(results):
         runs = list(csv.DictReader(f))
     with open(os.path.join(results, "memory.csv")) as f:
         memory = list(csv.DictReader(f))
-    return meta, workloads, runs, memory
+    instr = []
+    path = os.path.join(results, "instructions.csv")
+    if os.path.exists(path):
+        with open(path) as f:
+            instr = list(csv.DictReader(f))
+    return meta, workloads, runs, memory, instr
 
 
 def fnum(x, default=0.0):
@@ -211,7 +216,7 @@ def main():
     ap.add_argument("--template", required=True)
     ap.add_argument("--doc", required=True)
     a = ap.parse_args()
-    meta, workloads, runs, memory = load(a.results)
+    meta, workloads, runs, memory, instr = load(a.results)
     summ = summarize(workloads, runs)
     have_bouncer = any(r["target"] == "pgbouncer" for r in runs)
 
@@ -310,6 +315,16 @@ def main():
                bnc, b["cpu_user"], b["cpu_sys"], "{:,.0f}".format(b["tps"]), "{:,.0f}".format(goal), nproc,
                per_tx, left, bnc))
 
+    # user-space instructions per transaction (callgrind)
+    irows = []
+    for wl in sorted({r["workload"] for r in instr}):
+        got = {r["pooler"]: fnum(r["instructions_per_tx"], None) for r in instr if r["workload"] == wl}
+        b, p = got.get("pgbouncer"), got.get("pgbalancer")
+        irows.append(["`%s`" % wl, "{:,.0f}".format(b) if b else "— (not run)", "{:,.0f}".format(p) if p else "—",
+                      fmt_ratio(ratio(p, b)) if b and p else "—"])
+    instr_table = md_table(["workload", "PgBouncer", "pgbalancer", "pgbalancer / PgBouncer"], irows) \
+        if irows else "_(callgrind was not run for these results)_"
+
     # errors seen
     errs = []
     for w in workloads:
@@ -399,6 +414,7 @@ def main():
         "TPS_TABLE": tps_table,
         "LATENCY_TABLE": lat_table,
         "CPU_TABLE": cpu_table,
+        "INSTR_TABLE": instr_table,
         "BUDGET_NOTE": budget_note(),
         "ERRORS": errors_md,
         "MEMORY_TABLE": mem_table,

@@ -73,6 +73,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 need_pkgs=()
 command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
 [ "$MODE" = smoke ] || command -v gnuplot >/dev/null 2>&1 || need_pkgs+=(gnuplot-nox)
+[ "$MODE" = smoke ] || command -v valgrind >/dev/null 2>&1 || need_pkgs+=(valgrind)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$MODE" = smoke ]; then
     log "pgbouncer not installed: smoke mode checks direct and pgbalancer only"
@@ -258,7 +259,7 @@ pg_ticks() { # the whole PostgreSQL cluster: postmaster, live children, reaped c
   pm=$(head -n1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
   awk -v pm="$pm" '$2 == "(postgres)" && ($4 == pm || $1 == pm) {t += $14 + $15}
     $1 == pm {t += $16 + $17} END {print t + 0}' \
-    /proc/[0-9]*/stat 2>/dev/null
+    /proc/[0-9]*/stat 2>/dev/null || true   # a process gone between the glob and the read is skipped
 }
 busy_ticks() { # every CPU of the machine, not idle (user nice system irq softirq steal)
   awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
@@ -389,10 +390,60 @@ if [ "$MODE" = smoke ]; then
   exit 0
 fi
 
+# ----------------------------------------------------------------- user-space instructions (callgrind)
+# Deterministic where tps is not: each pooler runs under callgrind for two
+# lengths of the same pgbench run (-S, 4 clients); the difference of the
+# instruction counts divided by the difference of transactions is what one
+# transaction costs in user space, start-up and connections excluded.
+INSTR=$WORK/instructions.csv
+echo "pooler,workload,instructions_per_tx" >"$INSTR"
+callgrind_total() { # pooler transactions-per-client pgbench-args -> instructions of the whole run
+  local pooler=$1 per=$2 args=$3 out=$WORK/callgrind.$1.$2.out port vpid
+  port=$(port_of "$pooler")
+  if [ "$pooler" = pgbalancer ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BAL_BIN" --config "$WORK/pgbalancer.yml" \
+      >>"$WORK/callgrind.log" 2>&1 &
+    vpid=$!; BAL_PID=$vpid
+  else
+    rm -f "$WORK/bouncer/pgbouncer.pid"; touch "$out"; chown postgres: "$out"
+    runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$out" pgbouncer "$WORK/bouncer/pgbouncer.ini" \
+      >>"$WORK/callgrind.log" 2>&1 &
+    BOUNCER_WRAPPER=$!
+  fi
+  # Slow to start under valgrind: up to 60 s.
+  for _ in $(seq 1 600); do
+    psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -Atc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  if [ "$pooler" = pgbouncer ]; then vpid=$(cat "$WORK/bouncer/pgbouncer.pid"); BOUNCER_PID=$vpid; fi
+  # shellcheck disable=SC2086
+  pgbench -n -h 127.0.0.1 -p "$port" -U postgres -t "$per" -c 4 -j 1 $args bench >>"$WORK/callgrind.log" 2>&1 ||
+    die "pgbench under callgrind ($pooler)"
+  kill -INT "$vpid"
+  for _ in $(seq 1 150); do kill -0 "$vpid" 2>/dev/null || break; sleep 0.2; done
+  wait "$vpid" 2>/dev/null || true
+  BAL_PID=""; BOUNCER_PID=""; BOUNCER_WRAPPER=""
+  awk '/^(summary|totals):/ {print $2; exit}' "$out"
+}
+if [ "$MODE" != smoke ]; then
+  stop_pgbalancer; stop_pgbouncer
+  for pooler in "${POOLERS[@]}"; do
+    for spec in "select-c4|-S" "prepared-c4|-S -M prepared"; do
+      IFS='|' read -r wl args <<<"$spec"
+      # PgBouncer before 1.21 cannot run -M prepared in transaction mode (see below).
+      [ "$pooler" = pgbouncer ] && [ "$wl" = prepared-c4 ] && [ "${PREPARED_LINE#max_}" = "$PREPARED_LINE" ] && continue
+      short=$(callgrind_total "$pooler" 250 "$args"); long=$(callgrind_total "$pooler" 1250 "$args")
+      per_tx=$(( (long - short) / (4 * 1000) ))
+      log "callgrind: $pooler $wl: $per_tx user-space instructions per transaction"
+      echo "$pooler,$wl,$per_tx" >>"$INSTR"
+    done
+  done
+fi
+
 # ----------------------------------------------------------------- report
 OUT=$BENCH_DIR/results
 mkdir -p "$OUT"
-cp "$RESULTS" "$OUT/pgbench.csv"; cp "$MEMORY" "$OUT/memory.csv"
+cp "$RESULTS" "$OUT/pgbench.csv"; cp "$MEMORY" "$OUT/memory.csv"; cp "$INSTR" "$OUT/instructions.csv"
 for f in pgbalancer.log pgbouncer.log; do tail -n 200 "$WORK/$f" >"$OUT/$f" 2>/dev/null || true; done
 {
   echo "mode=$MODE"; echo "rounds=$ROUNDS"; echo "duration=$DURATION"; echo "scale=$SCALE"; echo "idle=$IDLE"
