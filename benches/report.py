@@ -310,10 +310,13 @@ def main():
             "1.25× PgBouncer's %s tps is %s tps; with all %d CPUs busy that allows %.1f µs of CPU per "
             "transaction in all, so with the rest of the machine's cost unchanged the pooler would have "
             "**%.1f µs** per transaction, against PgBouncer's %.1f µs for the same four socket calls "
-            "(read the client, write the server, read the server, write the client)."
+            "(read the client, write the server, read the server, write the client)%s"
             % (p["cpu_machine"], bal, p["cpu_user"], p["cpu_sys"], others, p["cpu_pg"] or float("nan"),
                bnc, b["cpu_user"], b["cpu_sys"], "{:,.0f}".format(b["tps"]), "{:,.0f}".format(goal), nproc,
-               per_tx, left, bnc))
+               per_tx, left, bnc,
+               (": less than the kernel time alone of those calls (%.1f µs in PgBouncer, %.1f in pgbalancer), "
+                "so no pooler could reach the goal here, whatever its user-space code costs."
+                % (b["cpu_sys"], p["cpu_sys"])) if left < min(b["cpu_sys"], p["cpu_sys"]) else "."))
 
     # user-space instructions per transaction (callgrind)
     irows = []

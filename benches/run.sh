@@ -257,9 +257,11 @@ proc_ticks() { # pid -> "user sys" ticks of the process (all its threads)
 pg_ticks() { # the whole PostgreSQL cluster: postmaster, live children, reaped children
   local pm
   pm=$(head -n1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-  awk -v pm="$pm" '$2 == "(postgres)" && ($4 == pm || $1 == pm) {t += $14 + $15}
-    $1 == pm {t += $16 + $17} END {print t + 0}' \
-    /proc/[0-9]*/stat 2>/dev/null || true   # a process gone between the glob and the read is skipped
+  # cat, not awk's own file list: a backend that exits between the glob and
+  # the read is skipped (awk would stop at it and print nothing).
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+    awk -v pm="$pm" '$2 == "(postgres)" && ($4 == pm || $1 == pm) {t += $14 + $15}
+      $1 == pm {t += $16 + $17} END {print t + 0}'
 }
 busy_ticks() { # every CPU of the machine, not idle (user nice system irq softirq steal)
   awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
