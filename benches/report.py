@@ -381,14 +381,38 @@ def main():
         return "**missed**: %.1f× PgBouncer's (%+.0f bytes per client)" % (
             rss_bal / rss_bnc if rss_bnc > 0 else float("inf"), rss_bal - rss_bnc)
 
+    def prepared_row():
+        s = summ.get("prepared-c50", {})
+        b, p = s.get("pgbouncer"), s.get("pgbalancer")
+        if not p:
+            return ["`-S -M prepared -c50`, transaction mode", "0 errors and ≥ 1.25× PgBouncer", "—", "not measured"]
+        errors = p["aborted"] + p["failed"] + p["bad_exit"]
+        mine = "pgbalancer {:,.0f} tps, {} errors".format(p["tps"], errors) if not p.get("all_aborted") else \
+            "pgbalancer: clients aborted"
+        if errors:
+            return ["`-S -M prepared -c50`, transaction mode", "0 errors and ≥ 1.25× PgBouncer", mine, "**missed**"]
+        if b and b.get("all_aborted"):
+            return ["`-S -M prepared -c50`, transaction mode", "0 errors and ≥ 1.25× PgBouncer",
+                    mine + "; PgBouncer %s: clients aborted" % meta.get("bouncer_version"),
+                    "**met**: 0 errors; PgBouncer cannot run it, so there is no ratio"]
+        rp = ratio(p["tps"], b["tps"]) if b else float("nan")
+        return ["`-S -M prepared -c50`, transaction mode", "0 errors and ≥ 1.25× PgBouncer",
+                mine + ", " + fmt_ratio(rp), verdict(rp, 1.25)]
+
+    mem_bal = mem.get("pgbalancer", {})
+    held = "%s of %s idle clients held" % (mem_bal.get("alive", "—"), mem_bal.get("clients", "—"))
+
     trows = [
         ["`-S -c50`, transaction mode", "≥ 1.25× PgBouncer", fmt_ratio(r1), verdict(r1, 1.25)],
-        ["`-S -c50`, transaction mode", "≥ 0.70× direct", fmt_ratio(r2), verdict(r2, 0.70)],
+        ["`-S -c50`, transaction mode", "≥ 0.70× direct",
+         "%s (PgBouncer: %s)" % (fmt_ratio(r2), fmt_ratio(ratio(tps("select-c50", "pgbouncer"), tps("select-c50", "direct")))),
+         verdict(r2, 0.70)],
+        prepared_row(),
         ["`-S -C -c20` (connect per transaction)", "≥ 1.2× PgBouncer", fmt_ratio(r3), verdict(r3, 1.2)],
         ["1 client (`-S -c1`), added latency over direct", "≤ PgBouncer's",
          "pgbalancer %+.0f µs, PgBouncer %+.0f µs" % (add_bal, add_bnc), lat_verdict()],
-        ["RSS per idle client connection", "≤ PgBouncer's",
-         "pgbalancer %s B, PgBouncer %s B" % ("{:,.0f}".format(rss_bal) if rss_bal == rss_bal else "—",
+        ["10,000 idle clients; RSS per idle client connection", "all held; ≤ PgBouncer's",
+         held + "; pgbalancer %s B, PgBouncer %s B" % ("{:,.0f}".format(rss_bal) if rss_bal == rss_bal else "—",
                                              "{:,.0f}".format(rss_bnc) if rss_bnc == rss_bnc else "—"),
          rss_verdict()],
     ]
