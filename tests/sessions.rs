@@ -276,3 +276,26 @@ async fn shutdown_reaches_idle_and_busy_sessions() {
     assert!(r.is_err(), "the running query's client is closed at shutdown_timeout");
     shutdown.await.unwrap();
 }
+
+/// A reload reaches sessions that are already open: a client connected
+/// before `max_message_size` was lowered is held to the new cap on its
+/// next message (the session keeps its own copy of the config and renews
+/// it when a reload stored a new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reaches_open_sessions() {
+    let db = fresh_db("reloadcfg");
+    let mut cfg = trust_config();
+    let proxy = TestProxy::start(cfg.clone()).await;
+    let mut c = Raw::connect(proxy.addr).await;
+    c.login(&[("user", APP_USER), ("database", &db)]).await;
+    let big = raw::query(&format!("SELECT length('{}')", "a".repeat(8 * 1024)));
+    c.send(&big).await;
+    let msgs = c.until_ready().await;
+    assert!(raw::first_error(&msgs).is_none(), "before the reload: {msgs:?}");
+    cfg.max_message_size = pgbalancer_config::ByteSize(4 * 1024);
+    proxy.handle.reload(cfg).expect("reload");
+    c.send(&big).await;
+    let msgs = c.until_closed().await;
+    let err = msgs.iter().find(|(t, _)| *t == b'E').map(|(_, b)| raw::sqlstate(b));
+    assert_eq!(err, Some(Some("08P01".to_owned())), "after the reload: {msgs:?}");
+}

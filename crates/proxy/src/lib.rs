@@ -49,6 +49,9 @@ pub enum Phase {
 /// there are no globals.
 pub struct Shared {
     pub config: ArcSwap<Config>,
+    /// Bumped after every store into `config`, so sessions can keep their
+    /// own `Arc` of it and check one counter instead of loading it per use.
+    pub(crate) config_generation: std::sync::atomic::AtomicU64,
     pub(crate) users: ArcSwap<users::UserDb>,
     pub pools: pool::Pools,
     /// The backends: roles, health, lag and the route table.

@@ -79,6 +79,7 @@ impl ProxyHandle {
             cancels: CancelRegistry::new(config.server_connect_timeout),
             statements: crate::prepared::Registry::default(),
             config: ArcSwap::from_pointee(config),
+            config_generation: Default::default(),
             users: ArcSwap::from_pointee(users),
             stats: Stats::default(),
             auth_failures: Default::default(),
@@ -136,6 +137,7 @@ impl ProxyHandle {
         self.shared.users.store(Arc::new(users));
         self.shared.tls.apply(tls);
         self.shared.config.store(Arc::new(config));
+        self.shared.config_generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         tracing::info!("configuration reloaded");
         Ok(())
     }

@@ -95,6 +95,9 @@ pub struct Session {
     /// counters then, not per message).
     sent: u64,
     received: u64,
+    /// The config as of `config_generation` (see [`Session::config`]).
+    config: Arc<pgbalancer_config::Config>,
+    config_generation: u64,
 }
 
 /// What woke the session up.
@@ -124,10 +127,9 @@ impl Session {
             entry.linked(node, g.conn().backend_pid);
             linked_at = Some(std::time::Instant::now());
         }
-        let (mode, max_prepared) = {
-            let c = shared.config.load();
-            (c.pool_mode, c.max_prepared_statements)
-        };
+        let config_generation = shared.config_generation.load(Ordering::Acquire);
+        let config = shared.config.load_full();
+        let (mode, max_prepared) = (config.pool_mode, config.max_prepared_statements);
         let phase = shared.phase.clone();
         let router = (mode != PoolMode::Session && shared.topology.routed()).then(|| {
             let mut pools = vec![None; shared.topology.nodes().len()];
@@ -162,7 +164,21 @@ impl Session {
             linked_at,
             sent: 0,
             received: 0,
+            config,
+            config_generation,
         }
+    }
+
+    /// The current config: the session's own copy, renewed when a reload
+    /// has stored a new one (one atomic load per use instead of an
+    /// `ArcSwap` load).
+    pub(super) fn config(&mut self) -> &pgbalancer_config::Config {
+        let generation = self.shared.config_generation.load(Ordering::Acquire);
+        if generation != self.config_generation {
+            self.config = self.shared.config.load_full();
+            self.config_generation = generation;
+        }
+        &self.config
     }
 
     /// Runs the session to its end and leaves the server connection (if
@@ -217,8 +233,9 @@ impl Session {
                 return Ok(Exit::Closed);
             }
             let timeout = {
-                let cfg = self.shared.config.load();
-                match (waiting_on_client && !self.terminating, tx) {
+                let waiting = waiting_on_client && !self.terminating;
+                let cfg = self.config();
+                match (waiting, tx) {
                     (false, _) => Duration::ZERO,
                     (true, TxStatus::Idle) => cfg.client_idle_timeout,
                     (true, _) => cfg.idle_transaction_timeout,
@@ -280,7 +297,7 @@ impl Session {
     /// forwards them to the server in one write. Returns an exit when the
     /// client sent Terminate or broke the protocol.
     async fn forward_client(&mut self) -> Result<Option<Exit>, Error> {
-        let large = self.shared.config.load().max_message_size.bytes() as usize;
+        let large = self.config().max_message_size.bytes() as usize;
         let mut end = 0;
         let mut terminate = false;
         let mut bad_frame = None;
@@ -343,7 +360,7 @@ impl Session {
     /// pgbalancer answers itself.
     async fn send_batch(&mut self, src: &[u8]) -> Result<Result<(), Exit>, Error> {
         let (log_statement, cap) = {
-            let c = self.shared.config.load();
+            let c = self.config();
             (c.log_statement, c.max_prepared_statements as usize)
         };
         let pooled = self.mode != PoolMode::Session;
@@ -596,7 +613,7 @@ impl Session {
             return Ok(Ok(()));
         }
         {
-            let wait = self.shared.config.load().query_wait_timeout;
+            let wait = self.config().query_wait_timeout;
             self.entry.waiting();
             match link_server(&self.pool, &mut self.params, wait).await {
                 Ok(mut guard) => {
