@@ -781,6 +781,19 @@ mod tests {
         p.inner.lock().unwrap().open
     }
 
+    /// A checkout that waits in `p`'s queue (returned once it is queued).
+    async fn queued_waiter(p: &Arc<Pool>) -> tokio::task::JoinHandle<Result<(), PoolError>> {
+        let before = p.stats.waiting.load(Ordering::Relaxed);
+        let h = tokio::spawn({
+            let p = p.clone();
+            async move { p.take_or_wait(None).await.map(|_| ()) }
+        });
+        while p.stats.waiting.load(Ordering::Relaxed) <= before {
+            tokio::task::yield_now().await;
+        }
+        h
+    }
+
     #[tokio::test]
     async fn waiters_are_served_first_come_first_served() {
         let p = pool(1);
@@ -816,13 +829,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
         assert!(matches!(p.take_or_wait(Some(deadline)).await, Err(PoolError::WaitTimeout)));
         assert_eq!(p.stats.wait_timeouts.load(Ordering::Relaxed), 1);
-        let dropped = tokio::spawn({
-            let p = p.clone();
-            async move { p.take_or_wait(None).await.map(|_| ()) }
-        });
-        while p.stats.waiting.load(Ordering::Relaxed) < 1 {
-            tokio::task::yield_now().await;
-        }
+        let dropped = queued_waiter(&p).await;
         dropped.abort();
         assert!(dropped.await.unwrap_err().is_cancelled());
         assert_eq!(p.stats.waiting.load(Ordering::Relaxed), 0);
@@ -892,13 +899,7 @@ mod tests {
     async fn closing_wakes_waiters_with_an_error() {
         let p = pool(1);
         let _held = slot(p.take_or_wait(None).await.unwrap());
-        let waiting = tokio::spawn({
-            let p = p.clone();
-            async move { p.take_or_wait(None).await.map(|_| ()) }
-        });
-        while p.stats.waiting.load(Ordering::Relaxed) < 1 {
-            tokio::task::yield_now().await;
-        }
+        let waiting = queued_waiter(&p).await;
         p.close();
         assert!(matches!(waiting.await.unwrap(), Err(PoolError::Closed)));
     }
