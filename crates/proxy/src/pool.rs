@@ -139,8 +139,14 @@ impl Waiter {
         std::future::poll_fn(|cx| {
             let mut s = self.state.lock().unwrap();
             match std::mem::replace(&mut s.state, WaitState::Gone) {
-                WaitState::Granted(g) => Poll::Ready(Ok(g)),
-                WaitState::Closed => Poll::Ready(Err(PoolError::Closed)),
+                WaitState::Granted(g) => {
+                    s.waker = None;
+                    Poll::Ready(Ok(g))
+                }
+                WaitState::Closed => {
+                    s.waker = None;
+                    Poll::Ready(Err(PoolError::Closed))
+                }
                 other => {
                     s.state = other;
                     match &mut s.waker {
@@ -154,14 +160,16 @@ impl Waiter {
         .await
     }
 
-    /// Ends the wait: a grant that arrived meanwhile is returned (the
-    /// caller drops it, which gives the connection or slot back).
-    fn give_up(&self) -> Option<Grant> {
+    /// Ends the wait: a grant that arrived meanwhile is returned (dropping
+    /// it gives the connection or slot back), and a close that came first
+    /// is reported as such.
+    fn give_up(&self) -> Option<Result<Grant, PoolError>> {
         let mut s = self.state.lock().unwrap();
         s.waker = None;
         match std::mem::replace(&mut s.state, WaitState::Gone) {
-            WaitState::Granted(g) => Some(g),
-            _ => None,
+            WaitState::Granted(g) => Some(Ok(g)),
+            WaitState::Closed => Some(Err(PoolError::Closed)),
+            WaitState::Waiting | WaitState::Gone => None,
         }
     }
 }
@@ -317,8 +325,10 @@ impl Pool {
         // Boxed: opening a connection is rare, and inline its future would
         // make every session's future (idle clients included) larger.
         match Box::pin(ServerConn::connect_tls(&self.host, self.port, &settings.tls, &login, timeout)).await {
-            Ok(conn) => {
+            Ok(mut conn) => {
                 slot.disarm();
+                // Checked out now: the login is not part of the client's time.
+                conn.last_used = Instant::now();
                 let mut initial = self.initial_params.lock().unwrap();
                 if initial.is_none() {
                     *initial = Some(Arc::new(conn.params.clone()));
@@ -379,10 +389,10 @@ impl Pool {
         self.waits.observe(queued.elapsed());
         match r {
             Ok(r) => r,
-            // A grant that came with the deadline is still taken.
-            Err(_) => rx.give_up().ok_or_else(|| {
+            // A grant (or a close) that came with the deadline still counts.
+            Err(_) => rx.give_up().unwrap_or_else(|| {
                 self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                PoolError::WaitTimeout
+                Err(PoolError::WaitTimeout)
             }),
         }
     }
@@ -889,10 +899,25 @@ mod tests {
         drop(held);
         assert_eq!(open(&p), 1);
         let granted = w.give_up().expect("the freed slot was offered");
+        assert!(granted.is_ok());
         drop(granted);
         assert_eq!(open(&p), 0);
         // A later offer to it is refused.
         assert!(w.offer(Grant::Slot(Slot { pool: None })).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_close_racing_a_deadline_is_reported_as_a_close() {
+        let p = pool(1);
+        let _held = slot(p.take_or_wait(None).await.unwrap());
+        let w = {
+            let mut g = p.inner.lock().unwrap();
+            let w = waiter_for(&mut g);
+            g.waiters.push_back(w.clone());
+            w
+        };
+        p.close();
+        assert!(matches!(w.give_up(), Some(Err(PoolError::Closed))));
     }
 
     #[tokio::test]

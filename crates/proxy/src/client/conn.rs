@@ -170,6 +170,21 @@ impl ClientConn {
         write_to(&mut self.stream, bytes).await
     }
 
+    /// Writes what the socket takes now, without waiting; returns how many
+    /// bytes went out. A TLS client, a full socket or an error write
+    /// nothing here (the caller's later `write_all` reports an error).
+    pub fn write_now(&mut self, bytes: &[u8]) -> usize {
+        let ClientStream::Plain(s) = &mut self.stream else { return 0 };
+        let mut written = 0;
+        while written < bytes.len() {
+            match s.try_write(&bytes[written..]) {
+                Ok(n) if n > 0 => written += n,
+                _ => break,
+            }
+        }
+        written
+    }
+
     /// Sends a FATAL error, best effort; the caller closes the connection.
     pub async fn fatal(&mut self, code: &str, message: &str) {
         write::error_response(&mut self.write_buf, Severity::Fatal, code, message);

@@ -298,6 +298,8 @@ async fn in_recovery(guard: &mut crate::pool::ServerGuard) -> bool {
     match conn.query_row("SELECT pg_catalog.pg_is_in_recovery()").await {
         Ok(Ok(row)) if row.first().and_then(|v| v.as_deref()) == Some("f") => {
             guard.set_clean(true);
+            // The client's transaction time starts now, not before this check.
+            guard.conn().last_used = std::time::Instant::now();
             false
         }
         Ok(Ok(_)) => {

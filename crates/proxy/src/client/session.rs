@@ -98,7 +98,12 @@ pub struct Session {
     /// The config as of `config_generation` (see [`Session::config`]).
     config: Arc<pgbalancer_config::Config>,
     config_generation: u64,
+    /// Server wake-ups in a row (up to [`SERVER_STREAK_MAX`]).
+    server_streak: u8,
 }
+
+/// After this many server wake-ups in a row the client is read first.
+const SERVER_STREAK_MAX: u8 = 16;
 
 /// What woke the session up.
 enum Wake {
@@ -166,6 +171,7 @@ impl Session {
             received: 0,
             config,
             config_generation,
+            server_streak: 0,
         }
     }
 
@@ -242,7 +248,7 @@ impl Session {
                 }
             };
             let wake = {
-                let Session { client, link, read_hint, .. } = self;
+                let Session { client, link, read_hint, server_streak, .. } = self;
                 let client_read = async {
                     if holding {
                         // Leave the client's bytes in its socket meanwhile.
@@ -257,15 +263,32 @@ impl Session {
                         Link::Idle => std::future::pending().await,
                     }
                 };
+                let sleep = sleep_unless_zero(timeout);
                 // Biased: no random start per wake-up; what the server sent
-                // goes out first, then the client's next messages.
-                tokio::select! {
-                    biased;
-                    r = server_read => Wake::Server(r),
-                    r = client_read => Wake::Client(r),
-                    _ = stop.as_mut() => Wake::Phase,
-                    _ = sleep_unless_zero(timeout) => Wake::Timeout,
+                // goes out first, then the client's next messages — except
+                // after a long run of server wake-ups (a NOTIFY flood), when
+                // the client goes first once, so it is never starved.
+                if *server_streak >= SERVER_STREAK_MAX {
+                    tokio::select! {
+                        biased;
+                        r = client_read => Wake::Client(r),
+                        r = server_read => Wake::Server(r),
+                        _ = stop.as_mut() => Wake::Phase,
+                        _ = sleep => Wake::Timeout,
+                    }
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = server_read => Wake::Server(r),
+                        r = client_read => Wake::Client(r),
+                        _ = stop.as_mut() => Wake::Phase,
+                        _ = sleep => Wake::Timeout,
+                    }
                 }
+            };
+            self.server_streak = match wake {
+                Wake::Server(_) => (self.server_streak + 1).min(SERVER_STREAK_MAX),
+                _ => 0,
             };
             match wake {
                 Wake::Phase => stop.set(entry.stop.notified()),
@@ -633,8 +656,10 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// The client now holds a server of `node`, checked out `at` (the pool
-    /// read the clock then; no second read).
+    /// The client now holds a server of `node` since `at`: the server's
+    /// `last_used`, set when the pool handed it out (or after a fresh login,
+    /// a parameter sync or a recovery check), so only the client's own work
+    /// is timed, with no second clock read.
     pub(super) fn linked(&mut self, node: usize, pid: i32, at: std::time::Instant) {
         self.entry.linked(node, pid);
         self.linked_at = Some(at);
@@ -765,21 +790,29 @@ impl Session {
         }
         let mut bytes = Some(conn.take(pos));
         let taken = bytes.as_deref().unwrap_or_default();
-        let mut edited = edit.finish(taken);
+        let edited = edit.finish(taken);
         // Counted before a release adds the counts up, so a transaction's
         // last answer is in the totals when it ends.
         let forwarded = if edited { out.len() } else { taken.len() };
         self.received += forwarded as u64;
+        // Whether what goes to the client is in `out` (else in `bytes`, from
+        // `skip` on).
+        let mut from_out = edited;
+        let mut skip = 0;
         if release != Release::Keep {
-            // The server goes back before the client's write, so a slow
-            // client never holds it. Its read buffer must not be shared by
-            // then (its next user would allocate a new one): a small answer
-            // is copied out first.
-            if !edited && forwarded <= COPY_BEFORE_RELEASE {
-                out.extend_from_slice(taken);
-                edited = true;
+            // The server goes back before the client's write is waited for,
+            // so a slow client never holds it; and its read buffer must not
+            // be shared by then (its next user would allocate a new one).
+            // What the client's socket takes at once is written now; a
+            // small rest is copied out; a large one keeps sharing.
+            if !edited {
+                skip = self.client.write_now(taken);
+                if taken.len() - skip <= COPY_BEFORE_RELEASE {
+                    out.extend_from_slice(&taken[skip..]);
+                    from_out = true;
+                }
             }
-            if edited {
+            if from_out {
                 bytes = None;
             }
             self.release(release, &mut out).await;
@@ -789,10 +822,15 @@ impl Session {
             }
         }
         let r = match bytes.as_deref() {
-            Some(b) if !edited && release != Release::RefuseTransaction => self.client.write_all(b).await,
+            Some(b) if !from_out => self.client.write_all(&b[skip..]).await,
+            _ if out.is_empty() => Ok(()),
             _ => self.client.write_all(&out).await,
         };
         out.clear();
+        // An idle client keeps no large buffer.
+        if out.capacity() > RECV_BUF_KEEP {
+            out = BytesMut::new();
+        }
         self.recv_buf = out;
         r.map_err(Error::from)
     }
@@ -961,9 +999,14 @@ enum Release {
 
 /// Server output on its way to the client, with some messages cut out or
 /// answers put in: built in `out` only once something changes.
-/// Answers up to this size are copied out of the server's buffer before
-/// the server is released (larger ones keep sharing it).
+/// What the client's socket did not take of an answer is copied out of the
+/// server's buffer before the server is released when it is at most this
+/// large (larger rests keep sharing it).
 const COPY_BEFORE_RELEASE: usize = 64 * 1024;
+
+/// The most a session keeps of its buffer for server output between
+/// answers.
+const RECV_BUF_KEEP: usize = 8 * 1024;
 
 struct Edit<'a> {
     out: &'a mut BytesMut,
@@ -1080,6 +1123,8 @@ pub async fn link_server(
             return Err(LinkError::Params(err));
         }
         guard.set_clean(true);
+        // The client's transaction time starts after the sync.
+        guard.conn().last_used = std::time::Instant::now();
     }
     params.synced(guard.conn());
     Ok(guard)
