@@ -791,6 +791,14 @@ mod tests {
         p.inner.lock().unwrap().open
     }
 
+    /// A waiter put in `p`'s queue by hand (no task waits on it).
+    fn enqueue(p: &Pool) -> Arc<Waiter> {
+        let mut g = p.inner.lock().unwrap();
+        let w = waiter_for(&mut g);
+        g.waiters.push_back(w.clone());
+        w
+    }
+
     /// A checkout that waits in `p`'s queue (returned once it is queued).
     async fn queued_waiter(p: &Arc<Pool>) -> tokio::task::JoinHandle<Result<(), PoolError>> {
         let before = p.stats.waiting.load(Ordering::Relaxed);
@@ -888,12 +896,7 @@ mod tests {
     async fn a_grant_racing_a_give_up_goes_back_to_the_pool() {
         let p = pool(1);
         let held = slot(p.take_or_wait(None).await.unwrap());
-        let w = {
-            let mut g = p.inner.lock().unwrap();
-            let w = waiter_for(&mut g);
-            g.waiters.push_back(w.clone());
-            w
-        };
+        let w = enqueue(&p);
         // The slot is offered to the waiter, which then gives up without
         // taking it: dropping what it got frees the place.
         drop(held);
@@ -910,12 +913,7 @@ mod tests {
     async fn a_close_racing_a_deadline_is_reported_as_a_close() {
         let p = pool(1);
         let _held = slot(p.take_or_wait(None).await.unwrap());
-        let w = {
-            let mut g = p.inner.lock().unwrap();
-            let w = waiter_for(&mut g);
-            g.waiters.push_back(w.clone());
-            w
-        };
+        let w = enqueue(&p);
         p.close();
         assert!(matches!(w.give_up(), Some(Err(PoolError::Closed))));
     }
