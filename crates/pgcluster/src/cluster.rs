@@ -313,6 +313,9 @@ pub(crate) fn base_conf(dir: &Path, extra: &[String]) -> String {
          synchronous_commit = off\n\
          full_page_writes = off\n\
          shared_buffers = 64MB\n\
+         min_wal_size = 32MB\n\
+         max_wal_size = 128MB\n\
+         max_slot_wal_keep_size = 512MB\n\
          password_encryption = 'scram-sha-256'\n\
          log_min_messages = warning\n\
          logging_collector = off\n\
