@@ -82,6 +82,7 @@ def summarize(workloads, runs):
                 "cpu_sys": cpu("pooler_sys_us"),
                 "cpu_pg": cpu("postgres_us"),
                 "cpu_machine": cpu("machine_us"),
+                "cpu_replica": cpu("replica_us"),
             }
             st = out[w["name"]][t]
             # pgbench aborts a client at its first error: the tps of the survivors (often a single
@@ -318,6 +319,38 @@ def main():
                 "so no pooler could reach the goal here, whatever its user-space code costs."
                 % (b["cpu_sys"], p["cpu_sys"])) if left < min(b["cpu_sys"], p["cpu_sys"]) else "."))
 
+    # Read routing: the `routed-*` workloads, where pgbalancer has the replica as a second backend.
+    def routing_note():
+        lines = []
+        for w in workloads:
+            if not w["name"].startswith("routed-"):
+                continue
+            s = summ[w["name"]]
+            d, b, p = s.get("direct"), s.get("pgbouncer"), s.get("pgbalancer")
+            if not p or p.get("all_aborted"):
+                lines.append("- `%s`: pgbalancer had no throughput (see the errors above)." % w["name"])
+                continue
+            base = summ.get(w["name"][len("routed-"):], {}).get("pgbalancer")
+            txt = "- `%s`: pgbalancer spreading the reads, %s tps" % (w["name"], "{:,.0f}".format(p["tps"]))
+            if b and not b.get("all_aborted"):
+                txt += " = %s PgBouncer's %s on the primary alone" % (fmt_ratio(ratio(p["tps"], b["tps"])),
+                                                                     "{:,.0f}".format(b["tps"]))
+            if d:
+                txt += " and %s direct" % fmt_ratio(ratio(p["tps"], d["tps"]))
+            if base and not base.get("all_aborted"):
+                txt += " (pgbalancer with the primary only, `%s` above: %s tps)" % (
+                    w["name"][len("routed-"):], "{:,.0f}".format(base["tps"]))
+            txt += ". "
+            if p["cpu_replica"] is not None and p["cpu_pg"]:
+                txt += ("The replica used %.1f of the %.1f µs of PostgreSQL CPU per transaction (%.0f %%), "
+                        "so it served its share of the reads" % (p["cpu_replica"], p["cpu_pg"],
+                                                                  100 * p["cpu_replica"] / p["cpu_pg"]))
+                if d and d["cpu_replica"] is not None:
+                    txt += "; with direct clients on the primary it used %.1f µs (streaming, idle)" % d["cpu_replica"]
+                txt += "."
+            lines.append(txt)
+        return "\n".join(lines) if lines else "_(no `routed-*` workload in this run)_"
+
     # user-space instructions per transaction (callgrind)
     irows = []
     for wl in sorted({r["workload"] for r in instr}):
@@ -443,6 +476,7 @@ def main():
         "CPU_TABLE": cpu_table,
         "INSTR_TABLE": instr_table,
         "BUDGET_NOTE": budget_note(),
+        "ROUTING_NOTE": routing_note(),
         "ERRORS": errors_md,
         "MEMORY_TABLE": mem_table,
         "TARGETS_TABLE": targets_table,

@@ -2,6 +2,10 @@
 # benches/run.sh — reproducible comparison of pgbalancer, PgBouncer and direct
 # PostgreSQL 15 with pgbench, plus an idle-connection memory benchmark.
 #
+# PostgreSQL runs as a primary and a streaming replica (pg_basebackup -R). Every
+# workload goes to the primary, except `routed-*`, where pgbalancer spreads the
+# reads over both (direct and PgBouncer stay on the primary, which is all they can do).
+#
 #   benches/run.sh            full: 3 interleaved rounds of 10 s per workload, writes docs/benchmarks.md
 #   benches/run.sh --quick    1 round of 5 s per workload, writes docs/benchmarks.md
 #   benches/run.sh --smoke    ~10 s of load, checks for failures, exits non-zero on any; writes no doc
@@ -39,24 +43,27 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 # ----------------------------------------------------------------- cleanup
-WORK=""; PG_STARTED=0; BAL_PID=""; BOUNCER_PID=""; BOUNCER_WRAPPER=""; LOADGEN_PID=""
+WORK=""; PG_STARTED=0; REPLICA_STARTED=0; BAL_PID=""; ROUTED_PID=""; BOUNCER_PID=""; BOUNCER_WRAPPER=""; LOADGEN_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -n "$LOADGEN_PID" ] && kill "$LOADGEN_PID" 2>/dev/null || true
-  [ -n "$BAL_PID" ] && { kill -INT "$BAL_PID" 2>/dev/null; sleep 0.3; kill -INT "$BAL_PID" 2>/dev/null; } || true
+  for p in $BAL_PID $ROUTED_PID; do kill -INT "$p" 2>/dev/null; sleep 0.3; kill -INT "$p" 2>/dev/null; done || true
   [ -n "$BOUNCER_PID" ] && kill -INT "$BOUNCER_PID" 2>/dev/null || true
   [ -n "$BOUNCER_WRAPPER" ] && kill "$BOUNCER_WRAPPER" 2>/dev/null || true
-  for p in $LOADGEN_PID $BAL_PID $BOUNCER_PID $BOUNCER_WRAPPER; do
+  for p in $LOADGEN_PID $BAL_PID $ROUTED_PID $BOUNCER_PID $BOUNCER_WRAPPER; do
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$p" 2>/dev/null || true
   done
+  if [ "$REPLICA_STARTED" = 1 ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/replica" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
   if [ "$PG_STARTED" = 1 ]; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$rc" != 0 ]; then
-      for f in pgbalancer.log pgbouncer.log pg/postgresql.log; do
+      for f in pgbalancer.log pgbalancer-routed.log pgbouncer.log pg/postgresql.log pg/replica.log; do
         [ -s "$WORK/$f" ] && { echo "---- tail of $f" >&2; tail -n 15 "$WORK/$f" >&2; }
       done
     fi
@@ -112,7 +119,7 @@ wait_ready() { # name port
 WORK=$(mktemp -d /tmp/pgbalancer-bench.XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results.csv
-echo "workload,target,round,clients,tps,latency_ms,processed,failed_tx,aborted_clients,exit_code,first_error,pooler_user_us,pooler_sys_us,postgres_us,machine_us" > "$RESULTS"
+echo "workload,target,round,clients,tps,latency_ms,processed,failed_tx,aborted_clients,exit_code,first_error,pooler_user_us,pooler_sys_us,postgres_us,machine_us,replica_us" > "$RESULTS"
 
 # ----------------------------------------------------------------- TLS material
 # One self-signed certificate for 127.0.0.1, used by all three targets for the
@@ -149,6 +156,7 @@ EOF
 cat >"$WORK/pg/data/pg_hba.conf" <<'EOF'
 local all all trust
 host  all all 127.0.0.1/32 trust
+host  replication all 127.0.0.1/32 trust
 EOF
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/postgresql.log" -w -t 60 start >/dev/null
 PG_STARTED=1
@@ -157,6 +165,27 @@ log "pgbench -i -s $SCALE"
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U postgres bench >"$WORK/pgbench-init.log" 2>&1 ||
   { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i"; }
 PGVERSION=$(psql -X -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -Atc 'show server_version')
+
+# ----------------------------------------------------------------- streaming replica
+# Taken after pgbench -i, so it starts with the data; same settings (postgresql.conf
+# comes with the base backup), its own port.
+REPLICA_PORT=$(free_port)
+log "pg_basebackup -R: streaming replica on 127.0.0.1:$REPLICA_PORT"
+runuser -u postgres -- "$PG_BIN/pg_basebackup" -D "$WORK/pg/replica" -h 127.0.0.1 -p "$PGPORT" -U postgres \
+  -R -X stream -c fast >"$WORK/basebackup.log" 2>&1 || { cat "$WORK/basebackup.log" >&2; die pg_basebackup; }
+echo "port = $REPLICA_PORT" >>"$WORK/pg/replica/postgresql.conf"
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/replica" -l "$WORK/pg/replica.log" -w -t 60 start >/dev/null
+REPLICA_STARTED=1
+streaming=0
+for _ in $(seq 1 100); do
+  streaming=$(psql -X -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -Atc \
+    "select count(*) from pg_stat_replication where state = 'streaming'" 2>/dev/null || echo 0)
+  [ "$streaming" = 1 ] && break
+  sleep 0.1
+done
+[ "$streaming" = 1 ] || die "the replica is not streaming from the primary"
+[ "$(psql -X -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d bench -Atc 'select pg_is_in_recovery()')" = t ] ||
+  die "the replica is not in recovery"
 
 # ----------------------------------------------------------------- poolers
 BAL_PORT=$(free_port)
@@ -179,6 +208,17 @@ EOF
 chmod 600 "$WORK/pgbalancer.yml"
 "$BAL_BIN" --check-config "$WORK/pgbalancer.yml" >&2 || die "pgbalancer --check-config rejected the bench config"
 
+# The same, with the replica as a second backend: reads are spread over both
+# (pgbalancer's defaults: weighted_random, weight 1 each, the primary takes reads
+# too, health checks every 5 s). Used by the `routed-*` workloads only.
+ROUTED_PORT=$(free_port)
+sed -e "s/^port: $BAL_PORT\$/port: $ROUTED_PORT/" \
+  -e "s/^  - {host: 127.0.0.1, port: $PGPORT, role: primary}\$/&\\n  - {host: 127.0.0.1, port: $REPLICA_PORT, role: replica}/" \
+  "$WORK/pgbalancer.yml" >"$WORK/pgbalancer-routed.yml"
+chmod 600 "$WORK/pgbalancer-routed.yml"
+grep -q "port: $REPLICA_PORT, role: replica" "$WORK/pgbalancer-routed.yml" || die "could not write pgbalancer-routed.yml"
+"$BAL_BIN" --check-config "$WORK/pgbalancer-routed.yml" >&2 || die "pgbalancer --check-config rejected the routed bench config"
+
 start_pgbalancer() {
   "$BAL_BIN" --config "$WORK/pgbalancer.yml" >>"$WORK/pgbalancer.log" 2>&1 &
   BAL_PID=$!
@@ -188,6 +228,16 @@ stop_pgbalancer() {
   [ -n "$BAL_PID" ] || return 0
   kill -INT "$BAL_PID" 2>/dev/null || true; sleep 0.3; kill -INT "$BAL_PID" 2>/dev/null || true
   wait "$BAL_PID" 2>/dev/null || true; BAL_PID=""
+}
+start_routed() {
+  "$BAL_BIN" --config "$WORK/pgbalancer-routed.yml" >>"$WORK/pgbalancer-routed.log" 2>&1 &
+  ROUTED_PID=$!
+  wait_ready "pgbalancer (routed)" "$ROUTED_PORT"
+}
+stop_routed() {
+  [ -n "$ROUTED_PID" ] || return 0
+  kill -INT "$ROUTED_PID" 2>/dev/null || true; sleep 0.3; kill -INT "$ROUTED_PID" 2>/dev/null || true
+  wait "$ROUTED_PID" 2>/dev/null || true; ROUTED_PID=""
 }
 
 BOUNCER_PORT=$(free_port)
@@ -244,8 +294,11 @@ stop_pgbouncer() {
   wait "$BOUNCER_WRAPPER" 2>/dev/null || true; BOUNCER_PID=""; BOUNCER_WRAPPER=""
 }
 
-port_of() { case $1 in direct) echo "$PGPORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; pgbalancer) echo "$BAL_PORT" ;; esac; }
-pid_of() { case $1 in pgbouncer) echo "$BOUNCER_PID" ;; pgbalancer) echo "$BAL_PID" ;; esac; }
+port_of() { case $1 in direct) echo "$PGPORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; pgbalancer) echo "$BAL_PORT" ;; routed) echo "$ROUTED_PORT" ;; esac; }
+pid_of() { case $1 in pgbouncer) echo "$BOUNCER_PID" ;; pgbalancer) echo "$BAL_PID" ;; routed) echo "$ROUTED_PID" ;; esac; }
+instance_of() { # target workload -> the process that serves it (`routed-*` workloads: the routed pgbalancer)
+  if [ "$1" = pgbalancer ] && [ "${2#routed-}" != "$2" ]; then echo routed; else echo "$1"; fi
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # CPU accounting (clock ticks), read around every pgbench run so the report
@@ -254,9 +307,9 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 proc_ticks() { # pid -> "user sys" ticks of the process (all its threads)
   [ -n "$1" ] && awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null || echo "0 0"
 }
-pg_ticks() { # the whole PostgreSQL cluster: postmaster, live children, reaped children
+pg_ticks() { # data dir -> one PostgreSQL server's ticks: postmaster, live children, reaped children
   local pm
-  pm=$(head -n1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  pm=$(head -n1 "$1/postmaster.pid" 2>/dev/null) || { echo 0; return; }
   # cat, not awk's own file list: a backend that exits between the glob and
   # the read is skipped (awk would stop at it and print nothing).
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
@@ -315,6 +368,7 @@ if [ "$MODE" = smoke ]; then
     "tpcb-c4|4||TPC-B, 4 clients"
     "connect-c4|4|-S -C|select-only, new connection per transaction, 4 clients"
     "tls-select-c4|4|-S @tls|select-only over TLS, 4 clients"
+    "routed-select-c4|4|-S|select-only, 4 clients; pgbalancer spreads the reads over primary and replica"
   )
 else
   WORKLOADS=(
@@ -327,24 +381,26 @@ else
     "connect-c20|20|-S -C|select-only, new connection per transaction, 20 clients"
     "tls-select-c50|50|-S @tls|select-only over TLS (sslmode=require), 50 clients"
     "tls-connect-c20|20|-S -C @tls|select-only over TLS, new connection (and handshake) per transaction, 20 clients"
+    "routed-select-c50|50|-S|select-only, 50 clients; pgbalancer spreads the reads over primary and replica (direct and PgBouncer: primary only)"
   )
 fi
 printf '%s\n' "${WORKLOADS[@]}" >"$WORK/workloads.txt"
 
 run_pgbench() { # workload clients args target round
   local name=$1 clients=$2 args=$3 target=$4 round=$5 port jobs out err rc=0
-  port=$(port_of "$target"); jobs=$(( clients < 2 ? 1 : 2 ))
+  local inst; inst=$(instance_of "$target" "$name")
+  port=$(port_of "$inst"); jobs=$(( clients < 2 ? 1 : 2 ))
   out=$WORK/pgbench-$name-$target-$round.out; err=${out%.out}.err
   # "@tls" in the arguments: the clients connect with sslmode=require.
   local sslmode=disable
   case " $args " in *" @tls "*) sslmode=require; args=${args//@tls/} ;; esac
-  local ppid pu0 ps0 pu1 ps1 pg0 pg1 m0 m1
-  ppid=$(pid_of "$target")
-  read -r pu0 ps0 < <(proc_ticks "$ppid"); pg0=$(pg_ticks); m0=$(busy_ticks)
+  local ppid pu0 ps0 pu1 ps1 pg0 pg1 rp0 rp1 m0 m1
+  ppid=$(pid_of "$inst")
+  read -r pu0 ps0 < <(proc_ticks "$ppid"); pg0=$(pg_ticks "$WORK/pg/data"); rp0=$(pg_ticks "$WORK/pg/replica"); m0=$(busy_ticks)
   # shellcheck disable=SC2086
   PGSSLMODE=$sslmode pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" -c "$clients" -j "$jobs" $args bench \
     >"$out" 2>"$err" || rc=$?
-  read -r pu1 ps1 < <(proc_ticks "$ppid"); pg1=$(pg_ticks); m1=$(busy_ticks)
+  read -r pu1 ps1 < <(proc_ticks "$ppid"); pg1=$(pg_ticks "$WORK/pg/data"); rp1=$(pg_ticks "$WORK/pg/replica"); m1=$(busy_ticks)
   local tps lat processed failed aborted first
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n1)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n1)
@@ -352,14 +408,15 @@ run_pgbench() { # workload clients args target round
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n1)
   aborted=$(grep -cE 'client [0-9]+ .*aborted' "$err" || true)
   first=$(grep -m1 -E 'error|FATAL|ERROR' "$err" | sed 's/^pgbench: error: //; s/,/;/g; s/"/'"'"'/g' | cut -c1-160 || true)
-  # Microseconds of CPU per transaction: the pooler (user, kernel), the
-  # PostgreSQL cluster, and the whole machine (pgbench included).
-  local n=${processed:-0} cpu_cols=",,,"
+  # Microseconds of CPU per transaction: the pooler (user, kernel), PostgreSQL
+  # (primary and replica together), the whole machine (pgbench included), and
+  # the replica alone (walreceiver and startup process; reads when routed).
+  local n=${processed:-0} cpu_cols=",,,,"
   if [ "$n" -gt 0 ]; then
     cpu_cols=$(awk -v n="$n" -v t="$TICK_US" -v p="$ppid" -v u=$((pu1 - pu0)) -v s=$((ps1 - ps0)) \
-      -v g=$((pg1 - pg0)) -v m=$((m1 - m0)) 'BEGIN {
+      -v g=$((pg1 - pg0 + rp1 - rp0)) -v r=$((rp1 - rp0)) -v m=$((m1 - m0)) 'BEGIN {
         if (p == "") printf ",,"; else printf "%.2f,%.2f,", u * t / n, s * t / n
-        printf "%.2f,%.2f", g * t / n, m * t / n }')
+        printf "%.2f,%.2f,%.2f", g * t / n, m * t / n, r * t / n }')
   fi
   echo "$name,$target,$round,$clients,${tps:-0},${lat:-},${processed:-0},${failed:-0},${aborted:-0},$rc,\"$first\",$cpu_cols" >>"$RESULTS"
   log "$(printf '%-13s %-10s round %s: tps %10s  lat %8s ms  failed %s  aborted clients %s  exit %s' \
@@ -367,8 +424,12 @@ run_pgbench() { # workload clients args target round
   if [ "$MODE" = smoke ] && { [ "$rc" != 0 ] || [ "${aborted:-0}" != 0 ] || [ "${failed:-0}" != 0 ] || [ -z "$tps" ]; }; then
     log "smoke: $name via $target failed: ${first:-see $err}"; SMOKE_FAIL=1
   fi
+  if [ "$inst" = routed ] && [ "$MODE" = smoke ] && [ $((rp1 - rp0)) -le 0 ]; then
+    log "smoke: $name via the routed pgbalancer: the replica used no CPU, so it served no reads"; SMOKE_FAIL=1
+  fi
 }
 
+start_routed
 log "pgbench: ${#WORKLOADS[@]} workloads x ${#TARGETS[@]} targets x $ROUNDS rounds x ${DURATION}s, interleaved"
 for w in "${WORKLOADS[@]}"; do
   IFS='|' read -r name clients args _desc <<<"$w"
@@ -380,7 +441,7 @@ for w in "${WORKLOADS[@]}"; do
 done
 
 # A pooler that died under load is a failure in every mode.
-for pooler in "${POOLERS[@]}"; do
+for pooler in "${POOLERS[@]}" routed; do
   pid=$(pid_of "$pooler")
   kill -0 "$pid" 2>/dev/null || { log "$pooler (pid $pid) is gone"; SMOKE_FAIL=1; }
 done
@@ -428,7 +489,7 @@ callgrind_total() { # pooler transactions-per-client pgbench-args -> instruction
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 if [ "$MODE" != smoke ]; then
-  stop_pgbalancer; stop_pgbouncer
+  stop_pgbalancer; stop_routed; stop_pgbouncer
   for pooler in "${POOLERS[@]}"; do
     for spec in "select-c4|-S" "prepared-c4|-S -M prepared"; do
       IFS='|' read -r wl args <<<"$spec"
@@ -446,7 +507,7 @@ fi
 OUT=$BENCH_DIR/results
 mkdir -p "$OUT"
 cp "$RESULTS" "$OUT/pgbench.csv"; cp "$MEMORY" "$OUT/memory.csv"; cp "$INSTR" "$OUT/instructions.csv"
-for f in pgbalancer.log pgbouncer.log; do tail -n 200 "$WORK/$f" >"$OUT/$f" 2>/dev/null || true; done
+for f in pgbalancer.log pgbalancer-routed.log pgbouncer.log; do tail -n 200 "$WORK/$f" >"$OUT/$f" 2>/dev/null || true; done
 {
   echo "mode=$MODE"; echo "rounds=$ROUNDS"; echo "duration=$DURATION"; echo "scale=$SCALE"; echo "idle=$IDLE"
   echo "pool_size=$POOL_SIZE"; echo "nproc=$(nproc)"
