@@ -2,7 +2,8 @@
 //! transactions through pgbalancer make no heap allocation on pgbalancer's
 //! threads: simple queries, extended-protocol batches of a named statement
 //! (with statement names mapped, as in transaction mode by default), and
-//! checkouts that queue behind a full pool.
+//! checkouts that queue behind a full pool; with one backend, and with a
+//! replica as a second one (every transaction classified and routed).
 //!
 //! This binary counts allocations with its own global allocator, but only on
 //! the threads of the runtime pgbalancer runs on; the test's clients run on
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::raw::{self, Next, Raw};
 use common::{trust_config, TestProxy};
+use pgbalancer_config::{BackendConfig, BackendRole};
 
 struct Counting;
 
@@ -102,10 +104,46 @@ async fn count_allocations(clients: &mut [Raw], bytes: &[u8], rounds: u64) -> u6
 #[test]
 fn warm_sessions_allocate_nothing_per_transaction() {
     let db = common::fresh_db("steady");
-    let proxy_rt = proxy_runtime();
     let mut config = trust_config();
     // Four clients on two server connections: half the checkouts queue.
     config.pool_size = 2;
+    assert_warm_sessions_allocate_nothing(config, &db, || {});
+}
+
+/// The same with the replica as a second backend: every transaction is
+/// classified and a node picked (reads spread over primary and replica).
+#[test]
+fn warm_routed_sessions_allocate_nothing_per_transaction() {
+    let db = common::fresh_db("steady_routed");
+    let c = common::cluster();
+    c.wait_replicas_caught_up().expect("the new database on the replica");
+    let replica = &c.replicas[0];
+    let mut config = trust_config();
+    config.pool_size = 2;
+    config.backends.push(BackendConfig {
+        host: replica.host.clone(),
+        port: replica.port(),
+        role: BackendRole::Replica,
+        weight: 1,
+    });
+    // No health checker: its checks would allocate on the counted threads
+    // at times of their own. Both nodes count as up in their roles.
+    config.health_check_period = std::time::Duration::ZERO;
+    assert_warm_sessions_allocate_nothing(config, &db, || {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'");
+        let on_replica = c.psql(replica, "postgres", &sql).expect("count the replica's server connections");
+        assert_ne!(on_replica, "0", "no read reached the replica");
+    });
+}
+
+/// Four warm clients run simple and extended transactions through a proxy
+/// with `config`; pgbalancer's threads must not allocate for them.
+/// `while_up` runs after them, before the proxy stops.
+fn assert_warm_sessions_allocate_nothing(config: pgbalancer_config::Config, db: &str, while_up: impl FnOnce()) {
+    // One proxy runtime at a time: the counter is shared by all of them.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let proxy_rt = proxy_runtime();
     let proxy = proxy_rt.block_on(TestProxy::start(config));
     let addr = proxy.addr;
 
@@ -113,7 +151,7 @@ fn warm_sessions_allocate_nothing_per_transaction() {
         let mut clients = Vec::new();
         for _ in 0..4 {
             let mut c = Raw::connect(addr).await;
-            c.login(&[("user", common::APP_USER), ("database", &db), ("application_name", "steady")]).await;
+            c.login(&[("user", common::APP_USER), ("database", db), ("application_name", "steady")]).await;
             clients.push(c);
         }
         let simple = raw::query("SELECT 1");
@@ -140,9 +178,10 @@ fn warm_sessions_allocate_nothing_per_transaction() {
         // login allocates.
         let before = PROXY_ALLOCS.load(Ordering::Relaxed);
         let mut late = Raw::connect(addr).await;
-        late.login(&[("user", common::APP_USER), ("database", &db)]).await;
+        late.login(&[("user", common::APP_USER), ("database", db)]).await;
         assert!(PROXY_ALLOCS.load(Ordering::Relaxed) > before, "the allocation counter saw nothing");
     });
+    while_up();
     drop(proxy);
     proxy_rt.shutdown_timeout(std::time::Duration::from_secs(5));
 }

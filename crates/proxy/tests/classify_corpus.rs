@@ -26,6 +26,55 @@ fn corpus_statements_get_the_same_session_effects_with_the_quick_look() {
     assert!(quick >= 20, "only {quick} corpus statements took the quick look");
 }
 
+/// The classifier's quick look gives the lexer's answer on every corpus
+/// statement, with each configured classifier, and takes a fair share of
+/// the reads.
+#[test]
+fn corpus_statements_get_the_same_class_with_the_quick_look() {
+    use pgbalancer_proxy::sql::classify::plainly_read;
+    let corpus = corpus::load();
+    let mut quick = 0;
+    for case in &corpus.cases {
+        for c in &corpus.classifiers {
+            assert_eq!(c.classify(&case.sql), c.classify_lexed(&case.sql), "line {}: {:?}", case.line, case.sql);
+        }
+        quick += usize::from(plainly_read(&case.sql));
+    }
+    assert!(quick >= 20, "only {quick} corpus statements took the quick look");
+}
+
+/// The quick look takes one plain `SELECT` and leaves everything that may
+/// write (or needs a closer look) to the lexer.
+#[test]
+fn the_classifier_quick_look_takes_only_plain_selects() {
+    use pgbalancer_proxy::sql::classify::plainly_read;
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+        "  select * from t where a = $1",
+        "SELECT 1",
+        "select\n1 ;  ",
+        "SELECT 'it''s' AS x",
+    ] {
+        assert!(plainly_read(sql), "{sql:?}");
+        assert_eq!(Classifier::default().classify_lexed(sql), Class::Read, "{sql:?}");
+    }
+    for sql in [
+        "SELECT * FROM t FOR UPDATE",
+        "select * from t for share",
+        "SELECT * INTO t2 FROM t",
+        "SELECT nextval('s')",
+        "SELECT 1; DELETE FROM t",
+        "SELECT 'a\\'' FROM t",
+        "selectx 1",
+        "/* pgbalancer: primary */ SELECT 1",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        "SELECT * FROM information_schema.tables",
+        "SELECT * FROM performance",
+    ] {
+        assert!(!plainly_read(sql), "{sql:?}");
+    }
+}
+
 #[test]
 fn corpus_statements_get_their_expected_class() {
     let corpus = corpus::load();
@@ -198,6 +247,25 @@ proptest! {
         let _ = Classifier::default().classify(&sql);
         let strict = Classifier::new(&["f".into()], &["g".into()]);
         let _ = strict.classify(&sql);
+    }
+
+    #[test]
+    fn the_quick_look_agrees_with_the_lexer(
+        parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..40),
+        any_text in "\\PC{0,60}",
+        lead in proptest::sample::select(&["", " ", "\n", "select ", "SELECT ", "Select\t", "select"][..]),
+    ) {
+        use pgbalancer_proxy::sql::classify::plainly_read;
+        let default = Classifier::default();
+        let strict = Classifier::new(&["my_fn".into()], &["count".into()]);
+        for sql in [format!("{lead}{}", parts.concat()), format!("{lead}{any_text}")] {
+            for c in [&default, &strict] {
+                if plainly_read(&sql) {
+                    prop_assert_eq!(c.classify_lexed(&sql), Class::Read, "{:?}", sql);
+                }
+                prop_assert_eq!(c.classify(&sql), c.classify_lexed(&sql), "{:?}", sql);
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::{fe, read};
 use crate::protocol::{sqlstate, write, TxStatus};
 use crate::sql::classify::{Class, Classifier};
+use crate::sql::command_words;
 use crate::sql::session::session_effects;
 use crate::topology::{InFlight, NoNode, Primary};
 
@@ -189,11 +190,17 @@ pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatem
 /// no access mode, no isolation level, no comment (those go where they
 /// say, or to the primary).
 pub fn deferrable_begin(text: &str) -> Option<&'static str> {
-    let t = text.trim().trim_end_matches(';').trim_end().to_ascii_lowercase();
-    let words: Vec<&str> = t.split_ascii_whitespace().collect();
-    match words.as_slice() {
-        ["begin"] | ["begin", "work"] | ["begin", "transaction"] => Some("BEGIN"),
-        ["start", "transaction"] => Some("START TRANSACTION"),
+    let is = |w: &str, k: &str| w.eq_ignore_ascii_case(k);
+    let mut words = command_words(text);
+    let first = words.next().filter(|w| is(w, "begin") || is(w, "start"))?;
+    let second = words.next();
+    if words.next().is_some() {
+        return None;
+    }
+    match second {
+        None if is(first, "begin") => Some("BEGIN"),
+        Some(w) if is(first, "begin") && (is(w, "work") || is(w, "transaction")) => Some("BEGIN"),
+        Some(w) if is(first, "start") && is(w, "transaction") => Some("START TRANSACTION"),
         _ => None,
     }
 }
@@ -201,18 +208,22 @@ pub fn deferrable_begin(text: &str) -> Option<&'static str> {
 /// How a held-back transaction ends when nothing ran in it: the command
 /// tag to answer, or None when it must reach a server.
 pub fn lone_end_tag(text: &str) -> Option<&'static str> {
-    let t = text.trim().trim_end_matches(';').trim_end().to_ascii_lowercase();
-    let mut words = t.split_ascii_whitespace();
-    let first = words.next()?;
-    let rest: Vec<&str> = words.collect();
-    let plain = rest.is_empty() || matches!(rest.as_slice(), ["work"] | ["transaction"]);
+    let mut words = command_words(text);
+    let (first, second) = (words.next()?, words.next());
+    let plain = match second {
+        None => true,
+        Some(w) => (w.eq_ignore_ascii_case("work") || w.eq_ignore_ascii_case("transaction")) && words.next().is_none(),
+    };
     if !plain {
         return None;
     }
-    match first {
-        "commit" | "end" => Some("COMMIT"),
-        "rollback" | "abort" => Some("ROLLBACK"),
-        _ => None,
+    let is = |k: &str| first.eq_ignore_ascii_case(k);
+    if is("commit") || is("end") {
+        Some("COMMIT")
+    } else if is("rollback") || is("abort") {
+        Some("ROLLBACK")
+    } else {
+        None
     }
 }
 
@@ -324,7 +335,7 @@ impl Session {
     /// it needs.
     pub(super) async fn route_idle_batch(&mut self, src: &[u8]) -> Result<Routed, Error> {
         let classifier = self.shared.classifier.load();
-        let first_statement = self.shared.config.load().transaction_routing == TransactionRouting::FirstStatement;
+        let first_statement = self.config().transaction_routing == TransactionRouting::FirstStatement;
         let router = self.router.as_mut().expect("routed session");
         if let (Some(text), true) = (single_query(src), self.flow.owes_nothing()) {
             let mut out = BytesMut::new();
@@ -397,7 +408,7 @@ impl Session {
     /// client has been told.
     pub(super) async fn link_routed(&mut self, need: Need) -> Result<(), Exit> {
         let (wait, failover_wait) = {
-            let c = self.shared.config.load();
+            let c = self.config();
             (c.query_wait_timeout, c.failover_wait_timeout)
         };
         let shared = self.shared.clone();
@@ -492,7 +503,7 @@ impl Session {
     /// The node for `need` now, not one of `tried`.
     fn choose(&mut self, need: Need, tried: u64) -> Result<usize, NoNode> {
         let (algorithm, sticky_mode, ryw, window) = {
-            let c = self.shared.config.load();
+            let c = self.config();
             (
                 c.load_balance,
                 c.load_balance_mode == LoadBalanceMode::Session,

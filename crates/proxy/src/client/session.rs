@@ -23,6 +23,7 @@ use crate::protocol::flow::{Flow, Outcome};
 use crate::protocol::frame::{self, FrameError, HEADER_LEN};
 use crate::protocol::{be, fe, read, sqlstate, write, TxStatus};
 use crate::server::{ServerConn, ServerEvent};
+use crate::sql::command_words;
 use crate::sql::session::{session_effects, PinReason, SessionEffects};
 use crate::{Phase, Shared};
 
@@ -1095,13 +1096,12 @@ fn answer_due(flow: &mut Flow<Note>, statements: &mut ClientStatements, out: &mu
 /// does to them stays on its own server, which is reset when it leaves.
 pub(super) fn names_reserved(text: &str) -> bool {
     let b = text.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| c == b'_' && rewrite::is_reserved(&b[i..]))
+    memchr::memchr_iter(b'_', b).any(|i| rewrite::is_reserved(&b[i..]))
 }
 
 /// A Query that is exactly `DISCARD ALL` (one statement).
 fn is_lone_discard_all(text: &str) -> bool {
-    let t = text.trim().trim_end_matches(';').trim_end();
-    let mut words = t.split_ascii_whitespace();
+    let mut words = command_words(text);
     matches!((words.next(), words.next(), words.next()), (Some(a), Some(b), None)
         if a.eq_ignore_ascii_case("discard") && b.eq_ignore_ascii_case("all"))
 }

@@ -83,7 +83,7 @@ pub fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
 
 /// Splits a NUL-terminated string off the front.
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = b.iter().position(|&c| c == 0)?;
+    let nul = memchr::memchr(0, b)?;
     Some((&b[..nul], &b[nul + 1..]))
 }
 

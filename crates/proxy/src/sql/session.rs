@@ -134,15 +134,9 @@ pub fn session_effects(sql: &str) -> SessionEffects {
 /// comments or literals only send the text to the full analysis, which
 /// gives the same answer for everything this accepts (property-tested).
 pub fn plainly_without_effects(sql: &str) -> bool {
-    let s = sql.trim_start_matches(|c: char| c.is_ascii_whitespace()).as_bytes();
-    let Some(rest) = s.get(..6).filter(|w| w.eq_ignore_ascii_case(b"select")).map(|_| &s[6..]) else {
+    let Some(body) = super::plain_select_body(sql) else {
         return false;
     };
-    if rest.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80) {
-        return false;
-    }
-    let body = rest.trim_ascii_end();
-    let body = body.strip_suffix(b";").unwrap_or(body);
     // One pass, one table look-up per byte.
     let mut rest = body;
     while let Some(i) = rest.iter().position(|&c| STOP_BYTES[c as usize]) {
