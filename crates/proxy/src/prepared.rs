@@ -23,6 +23,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::sql::classify::plainly_read;
 use crate::sql::session::{session_effects, SessionEffects};
 
 /// One distinct statement, shared by every client that prepared it.
@@ -36,6 +37,11 @@ pub struct Statement {
     pub body: Bytes,
     /// What running it does to session state (from its query text).
     pub effects: SessionEffects,
+    /// Its text passed the classifier's quick look (one plain `SELECT`,
+    /// see `plainly_read`), changes no session state and names no
+    /// reserved statement: a read whatever the configured function lists
+    /// say, so routing a Bind of it needs no second look at the text.
+    pub plain_read: bool,
     /// Its registry key: the body plus the settings that change how the
     /// server reads it.
     key: Bytes,
@@ -44,8 +50,7 @@ pub struct Statement {
 impl Statement {
     /// The query text (without its NUL), as sent by the client.
     pub fn query(&self) -> &str {
-        let end = self.body.iter().position(|&b| b == 0).unwrap_or(self.body.len());
-        std::str::from_utf8(&self.body[..end]).unwrap_or("")
+        query_of(&self.body)
     }
 }
 
@@ -92,8 +97,10 @@ impl Registry {
     fn create(&self, key: Bytes, body_len: usize) -> Arc<Statement> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let body = key.slice(..body_len);
-        let effects = session_effects(query_of(&body));
-        Arc::new(Statement { id, name: server_name(id).into(), body, effects, key })
+        let text = query_of(&body);
+        let effects = session_effects(text);
+        let plain_read = plainly_read(text) && effects.is_none() && !names_reserved(text);
+        Arc::new(Statement { id, name: server_name(id).into(), body, effects, plain_read, key })
     }
 
     /// Forgets statements no client holds any more.
@@ -115,8 +122,23 @@ pub fn server_name(id: u64) -> String {
     format!("_pgb_s{id}")
 }
 
+/// Names pgbalancer gives shared statements (`_pgb_…`, in any case);
+/// clients may not use them.
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"_pgb_")
+}
+
+/// True when a statement text may name one of pgbalancer's shared
+/// statements: such a client is pinned, so what it does to them stays on
+/// its own server, which is reset when it leaves.
+pub fn names_reserved(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memchr_iter(b'_', b).any(|i| is_reserved(&b[i..]))
+}
+
+/// The query text of a Parse body (without its NUL).
 fn query_of(body: &[u8]) -> &str {
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    let end = memchr::memchr(0, body).unwrap_or(body.len());
     std::str::from_utf8(&body[..end]).unwrap_or("")
 }
 

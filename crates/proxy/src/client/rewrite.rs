@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::prepared::{ClientStatements, Registry, ServerStatements, Statement};
+use crate::prepared::{is_reserved, ClientStatements, Registry, ServerStatements, Statement};
 use crate::protocol::flow::{self, Flow};
 use crate::protocol::{be, fe, frame, read, sqlstate, write, TxStatus};
 
@@ -61,11 +61,6 @@ pub enum Reply {
 /// A Parse the server rejects ("cannot insert multiple commands into a
 /// prepared statement") without touching any named statement.
 const FAILING_PARSE: &[u8] = b"SELECT 1; SELECT 2\0\0\0";
-
-/// Names pgbalancer gives shared statements; clients may not use them.
-pub fn is_reserved(name: &[u8]) -> bool {
-    name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"_pgb_")
-}
 
 impl flow::Note for Note {
     fn is_plain(&self) -> bool {

@@ -15,11 +15,11 @@ use std::time::Instant;
 use bytes::BytesMut;
 use pgbalancer_config::{LoadBalanceMode, ReadYourWrites, TransactionRouting};
 
-use super::session::{link_error_message, link_server, names_reserved, Exit, Link, Session, UNREPLAYABLE};
+use super::session::{link_error_message, link_server, Exit, Link, Session, UNREPLAYABLE};
 use crate::cancel::CancelTarget;
 use crate::error::{Error, PoolError, ServerError};
 use crate::pool::{Pool, PoolKey};
-use crate::prepared::ClientStatements;
+use crate::prepared::{names_reserved, ClientStatements};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::{fe, read};
 use crate::protocol::{sqlstate, write, TxStatus};
@@ -161,6 +161,7 @@ pub fn batch_need(src: &[u8], classifier: &Classifier, statements: &ClientStatem
                 // still holds.
                 Some((_, b"", _)) => Need::Any,
                 Some((_, stmt, _)) => match statements.get(stmt) {
+                    Some(s) if s.plain_read => Need::Read,
                     Some(s) => text_need(s.query(), classifier, rewrite),
                     None => Need::Primary,
                 },
@@ -755,6 +756,32 @@ mod tests {
         let mut w = bind("w");
         w.extend(sync());
         assert_eq!(batch_need(&w, &c(), &statements, true), Need::Primary);
+        // A plain read is known as one from its registration; anything else
+        // is looked at with the classifier of the moment.
+        let plain = registry.register(&body("SELECT a FROM t WHERE id = $1"), b"");
+        assert!(plain.plain_read);
+        for (name, sql) in [
+            (&b"c"[..], "SELECT count(*) FROM t"),
+            (b"f", "SELECT audit_log($1)"),
+            (b"u", "SELECT a FROM t FOR UPDATE"),
+            (b"x", "SELECT a FROM _pgb_s1"),
+            (b"s", "SET ROLE a"),
+        ] {
+            let s = registry.register(&body(sql), b"");
+            assert!(!s.plain_read, "{sql}");
+            statements.insert(name, s);
+        }
+        let need_of = |name: &str, classifier: &Classifier| {
+            let mut m = bind(name);
+            m.extend(sync());
+            batch_need(&m, classifier, &statements, true)
+        };
+        assert_eq!(need_of("c", &c()), Need::Read);
+        assert_eq!(need_of("f", &Classifier::default()), Need::Read);
+        assert_eq!(need_of("f", &c()), Need::Primary, "a configured write function (audit_log)");
+        assert_eq!(need_of("u", &c()), Need::Primary);
+        assert_eq!(need_of("x", &c()), Need::Primary, "names a reserved statement: pins");
+        assert_eq!(need_of("s", &c()), Need::Primary, "SET ROLE pins");
     }
 
     #[test]

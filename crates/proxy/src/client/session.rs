@@ -18,7 +18,7 @@ use crate::cancel::{CancelTarget, Registration};
 use crate::clients::ClientHandle;
 use crate::error::{ClientError, Error, PoolError, ServerError};
 use crate::pool::{Pool, ServerGuard};
-use crate::prepared::ClientStatements;
+use crate::prepared::{names_reserved, ClientStatements};
 use crate::protocol::flow::{Flow, Outcome};
 use crate::protocol::frame::{self, FrameError, HEADER_LEN};
 use crate::protocol::{be, fe, read, sqlstate, write, TxStatus};
@@ -1089,14 +1089,6 @@ fn answer_due(flow: &mut Flow<Note>, statements: &mut ClientStatements, out: &mu
         }
         a.write(out, tx);
     }
-}
-
-/// True when a statement text may name one of pgbalancer's shared
-/// statements (`_pgb_…`, in any case): such a client is pinned, so what it
-/// does to them stays on its own server, which is reset when it leaves.
-pub(super) fn names_reserved(text: &str) -> bool {
-    let b = text.as_bytes();
-    memchr::memchr_iter(b'_', b).any(|i| rewrite::is_reserved(&b[i..]))
 }
 
 /// A Query that is exactly `DISCARD ALL` (one statement).
