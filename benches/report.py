@@ -355,10 +355,11 @@ def main():
     irows = []
     for wl in sorted({r["workload"] for r in instr}):
         got = {r["pooler"]: fnum(r["instructions_per_tx"], None) for r in instr if r["workload"] == wl}
-        b, p = got.get("pgbouncer"), got.get("pgbalancer")
+        b, p, r = got.get("pgbouncer"), got.get("pgbalancer"), got.get("routed")
         irows.append(["`%s`" % wl, "{:,.0f}".format(b) if b else "— (not run)", "{:,.0f}".format(p) if p else "—",
-                      fmt_ratio(ratio(p, b)) if b and p else "—"])
-    instr_table = md_table(["workload", "PgBouncer", "pgbalancer", "pgbalancer / PgBouncer"], irows) \
+                      fmt_ratio(ratio(p, b)) if b and p else "—", "{:,.0f}".format(r) if r else "—"])
+    instr_table = md_table(["workload", "PgBouncer", "pgbalancer", "pgbalancer / PgBouncer",
+                            "pgbalancer routing over primary + replica"], irows) \
         if irows else "_(callgrind was not run for these results)_"
 
     # errors seen

@@ -463,8 +463,9 @@ echo "pooler,workload,instructions_per_tx" >"$INSTR"
 callgrind_total() { # pooler transactions-per-client pgbench-args -> instructions of the whole run
   local pooler=$1 per=$2 args=$3 out=$WORK/callgrind.$1.$2.out port vpid
   port=$(port_of "$pooler")
-  if [ "$pooler" = pgbalancer ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$BAL_BIN" --config "$WORK/pgbalancer.yml" \
+  if [ "$pooler" != pgbouncer ]; then
+    local cfg=$WORK/pgbalancer.yml; [ "$pooler" = routed ] && cfg=$WORK/pgbalancer-routed.yml
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BAL_BIN" --config "$cfg" \
       >>"$WORK/callgrind.log" 2>&1 &
     vpid=$!; BAL_PID=$vpid
   else
@@ -490,7 +491,8 @@ callgrind_total() { # pooler transactions-per-client pgbench-args -> instruction
 }
 if [ "$MODE" != smoke ]; then
   stop_pgbalancer; stop_routed; stop_pgbouncer
-  for pooler in "${POOLERS[@]}"; do
+  # `routed`: pgbalancer with the replica as a second backend (reads spread over both).
+  for pooler in "${POOLERS[@]}" routed; do
     for spec in "select-c4|-S" "prepared-c4|-S -M prepared"; do
       IFS='|' read -r wl args <<<"$spec"
       # PgBouncer before 1.21 cannot run -M prepared in transaction mode (see below).
