@@ -163,6 +163,12 @@ fn config(cases: u32) -> ProptestConfig {
 const PIECES: &[&str] = &[
     " ",
     "\n",
+    "\t",
+    "\r",
+    "\x0b",
+    "for",
+    "into",
+    "\\",
     "x",
     "é",
     "1",
